@@ -1,0 +1,269 @@
+//! The root directory the resolver reads through, and symlink resolution inside it.
+//!
+//! Every file the resolver reads — `/sys`, `/run/udev/data`, `/dev` — is reached through a
+//! [`SysRoot`]. On a host it is `/`; tests point it at a fake tree in a temporary directory, and
+//! a container can point it at the host's tree mounted elsewhere. Paths *inside* the root are
+//! absolute (`/dev/sdb`) and are what users see in output and what keys are hashed from.
+//!
+//! [`SysRoot::canonicalize`] follows symlinks the way the kernel does, but an absolute link
+//! target stays inside the root, so a fake tree behaves like a real one. It also names the exact
+//! component that failed, which `std::fs::canonicalize` does not.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Linux gives up after this many symlinks in one lookup (`MAXSYMLINKS` in `fs/namei.c`).
+pub const MAX_SYMLINKS: usize = 40;
+
+/// Why a path could not be resolved inside the root.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalkError {
+    /// A component does not exist.
+    #[error("{} does not exist", path.display())]
+    NotFound {
+        /// The first missing path, inside the root.
+        path: PathBuf,
+    },
+    /// A symlink points at something that does not exist.
+    #[error("broken symlink {} -> {}", link.display(), target.display())]
+    BrokenSymlink {
+        /// The last symlink that was followed.
+        link: PathBuf,
+        /// What it points at, as `readlink` prints it.
+        target: PathBuf,
+    },
+    /// More than [`MAX_SYMLINKS`] symlinks, usually a loop.
+    #[error("too many levels of symbolic links (a symlink loop?) at {}", path.display())]
+    Loop {
+        /// The symlink at which the walk gave up.
+        path: PathBuf,
+    },
+    /// A component in the middle of the path is not a directory.
+    #[error("{} is not a directory", path.display())]
+    NotADirectory {
+        /// The offending component, inside the root.
+        path: PathBuf,
+    },
+    /// Any other I/O failure (permission denied, I/O error).
+    #[error("{}", path.display())]
+    Io {
+        /// The path being examined, inside the root.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The directory that stands for `/` for everything the resolver reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysRoot {
+    root: PathBuf,
+}
+
+impl Default for SysRoot {
+    fn default() -> Self {
+        Self::host()
+    }
+}
+
+impl SysRoot {
+    /// The real root of this host.
+    pub fn host() -> Self {
+        SysRoot {
+            root: PathBuf::from("/"),
+        }
+    }
+
+    /// A tree below `dir` that looks like a root file system (`dir/sys`, `dir/dev`, `dir/run`).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SysRoot { root: dir.into() }
+    }
+
+    /// The directory that stands for `/`.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether this is the host's own `/`.
+    pub fn is_host(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
+    /// The real path of `inner`, an absolute path inside the root.
+    pub fn real(&self, inner: impl AsRef<Path>) -> PathBuf {
+        let inner = inner.as_ref();
+        let rel = inner.strip_prefix("/").unwrap_or(inner);
+        if rel.as_os_str().is_empty() {
+            return self.root.clone();
+        }
+        self.root.join(rel)
+    }
+
+    /// The inside-the-root form of a real path, if it lies under the root.
+    pub fn inner(&self, real: &Path) -> Option<PathBuf> {
+        let rel = real.strip_prefix(&self.root).ok()?;
+        Some(Path::new("/").join(rel))
+    }
+
+    /// Resolves `path` (absolute, inside the root) to the canonical path of what it names,
+    /// following symlinks (absolute targets stay inside the root) and `..` physically.
+    /// The final component may be any file type; it must exist.
+    pub fn canonicalize(&self, path: &Path) -> Result<PathBuf, WalkError> {
+        let mut todo: VecDeque<OsString> = components(path).collect();
+        let mut done = PathBuf::from("/");
+        let mut hops = 0usize;
+        let mut last_link: Option<(PathBuf, PathBuf)> = None;
+        while let Some(comp) = todo.pop_front() {
+            if comp == ".." {
+                done.pop();
+                continue;
+            }
+            let candidate = done.join(&comp);
+            let real = self.real(&candidate);
+            let meta = match std::fs::symlink_metadata(&real) {
+                Ok(m) => m,
+                Err(e) => {
+                    return Err(match e.raw_os_error() {
+                        Some(libc::ENOENT) => match last_link.take() {
+                            Some((link, target)) => WalkError::BrokenSymlink { link, target },
+                            None => WalkError::NotFound { path: candidate },
+                        },
+                        Some(libc::ENOTDIR) => WalkError::NotADirectory { path: done },
+                        _ => WalkError::Io {
+                            path: candidate,
+                            source: e,
+                        },
+                    });
+                }
+            };
+            if meta.file_type().is_symlink() {
+                hops += 1;
+                if hops > MAX_SYMLINKS {
+                    return Err(WalkError::Loop { path: candidate });
+                }
+                let target = std::fs::read_link(&real).map_err(|source| WalkError::Io {
+                    path: candidate.clone(),
+                    source,
+                })?;
+                if target.is_absolute() {
+                    done = PathBuf::from("/");
+                }
+                for c in components(&target).collect::<Vec<_>>().into_iter().rev() {
+                    todo.push_front(c);
+                }
+                last_link = Some((candidate, target));
+                continue;
+            }
+            if !todo.is_empty() && !meta.is_dir() {
+                return Err(WalkError::NotADirectory { path: candidate });
+            }
+            done = candidate;
+            if todo.is_empty() {
+                last_link = None;
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// The normal and `..` components of a path; `.` and the root are dropped.
+fn components(path: &Path) -> impl Iterator<Item = OsString> + '_ {
+    path.components().filter_map(|c| match c {
+        Component::Normal(s) => Some(s.to_os_string()),
+        Component::ParentDir => Some(OsString::from("..")),
+        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+    })
+}
+
+/// The last component of a path as UTF-8, for kernel device names (always ASCII).
+pub(crate) fn file_name_str(path: &Path) -> Option<&str> {
+    path.file_name().and_then(OsStr::to_str)
+}
+
+/// Whether `bytes` contains a NUL, which no path can.
+pub(crate) fn has_nul(bytes: &OsStr) -> bool {
+    bytes.as_bytes().contains(&0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> (tempfile::TempDir, SysRoot) {
+        let t = tempfile::tempdir().unwrap();
+        let r = SysRoot::new(t.path());
+        std::fs::create_dir_all(r.real("/dev/disk/by-id")).unwrap();
+        std::fs::create_dir_all(r.real("/dev/mapper")).unwrap();
+        std::fs::write(r.real("/dev/sdb"), b"").unwrap();
+        (t, r)
+    }
+
+    #[test]
+    fn relative_and_absolute_links_stay_inside() {
+        let (_t, r) = tree();
+        symlink("../../sdb", r.real("/dev/disk/by-id/rel")).unwrap();
+        symlink("/dev/sdb", r.real("/dev/disk/by-id/abs")).unwrap();
+        symlink("/dev/disk/by-id/abs", r.real("/dev/mapper/chain")).unwrap();
+        for p in [
+            "/dev/disk/by-id/rel",
+            "/dev/disk/by-id/abs",
+            "/dev/mapper/chain",
+            "/dev/./disk/../sdb",
+        ] {
+            assert_eq!(
+                r.canonicalize(Path::new(p)).unwrap(),
+                Path::new("/dev/sdb"),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            r.canonicalize(Path::new("/../../dev/sdb")).unwrap(),
+            Path::new("/dev/sdb")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_component() {
+        let (_t, r) = tree();
+        symlink("../../sdz", r.real("/dev/disk/by-id/broken")).unwrap();
+        symlink("loop2", r.real("/dev/mapper/loop1")).unwrap();
+        symlink("loop1", r.real("/dev/mapper/loop2")).unwrap();
+        match r.canonicalize(Path::new("/dev/disk/by-id/broken")) {
+            Err(WalkError::BrokenSymlink { link, target }) => {
+                assert_eq!(link, Path::new("/dev/disk/by-id/broken"));
+                assert_eq!(target, Path::new("../../sdz"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            r.canonicalize(Path::new("/dev/mapper/loop1")),
+            Err(WalkError::Loop { .. })
+        ));
+        match r.canonicalize(Path::new("/dev/nope/x")) {
+            Err(WalkError::NotFound { path }) => assert_eq!(path, Path::new("/dev/nope")),
+            other => panic!("{other:?}"),
+        }
+        match r.canonicalize(Path::new("/dev/sdb/x")) {
+            Err(WalkError::NotADirectory { path }) => assert_eq!(path, Path::new("/dev/sdb")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn real_and_inner_are_inverse() {
+        let r = SysRoot::new("/tmp/x");
+        assert_eq!(r.real("/dev/sdb"), Path::new("/tmp/x/dev/sdb"));
+        assert_eq!(
+            r.inner(Path::new("/tmp/x/dev/sdb")).unwrap(),
+            Path::new("/dev/sdb")
+        );
+        assert_eq!(SysRoot::host().real("/dev/sdb"), Path::new("/dev/sdb"));
+        assert!(r.inner(Path::new("/elsewhere")).is_none());
+    }
+}
