@@ -1,0 +1,205 @@
+//! `disklock lookup`: disks → keys, lockspaces and lease files.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+
+use comfy_table::{ContentArrangement, Table, presets};
+use disklock_naming::compat::{self, LockdDirs};
+use disklock_naming::enumerate::block_devices;
+use disklock_naming::sysroot::WalkError;
+use disklock_naming::{Resolution, ResolveError};
+use serde::Serialize;
+
+use crate::cli::{Compat, Lookup};
+use crate::exit::{Code, chain_std};
+use crate::settings::Settings;
+
+/// One line of output. Every field is always present in JSON (null when it does not apply),
+/// so programs can rely on the shape.
+#[derive(Debug, Default, Serialize)]
+struct Row {
+    input: String,
+    device: Option<String>,
+    devno: Option<String>,
+    key: Option<String>,
+    source: Option<String>,
+    host_local: Option<bool>,
+    lockspace: Option<PathBuf>,
+    lease: Option<PathBuf>,
+    error: Option<String>,
+    path: Option<PathBuf>,
+    partition: Option<u32>,
+    whole_disk: Option<String>,
+    dm_name: Option<String>,
+    detail: Option<String>,
+    compat: Option<&'static str>,
+    warnings: Vec<String>,
+}
+
+pub fn run(s: &Settings, args: &Lookup) -> anyhow::Result<Code> {
+    let inputs: Vec<OsString> = if args.all {
+        let (devs, how) = block_devices(s.resolver.root())
+            .map_err(|e| anyhow::anyhow!("cannot list block devices: {e}"))?;
+        tracing::info!(?how, count = devs.len(), "enumerated block devices");
+        devs.into_iter()
+            .map(|d| OsString::from(format!("/dev/{}", d.name)))
+            .collect()
+    } else {
+        args.disks.clone()
+    };
+    let rows: Vec<Row> = inputs
+        .iter()
+        .map(|input| match args.compat {
+            None => native(s, input),
+            Some(c) => compat_row(s, input, c),
+        })
+        .collect();
+    let failed = rows.iter().any(|r| r.error.is_some());
+    let mut out = String::new();
+    if args.json {
+        out = serde_json::to_string_pretty(&rows)?;
+        out.push('\n');
+    } else {
+        table(&rows, &mut out);
+    }
+    write_stdout(&out)?;
+    for r in &rows {
+        for w in &r.warnings {
+            eprintln!("disklock: warning: {w}");
+        }
+        if let Some(e) = &r.error {
+            eprintln!("disklock: {}: {e}", shown(&r.input));
+        }
+    }
+    Ok(if failed { Code::Partial } else { Code::Ok })
+}
+
+fn native(s: &Settings, input: &OsStr) -> Row {
+    let mut row = Row {
+        input: input.to_string_lossy().into_owned(),
+        ..Row::default()
+    };
+    // `--all` inputs are kernel names; resolve them through their device numbers so that a
+    // missing /dev node (containers) does not matter.
+    match s.resolver.resolve_path(input, &s.cwd) {
+        Ok(r) => fill(s, &mut row, r),
+        Err(e) => row.error = Some(error_text(input, &e)),
+    }
+    row
+}
+
+fn fill(s: &Settings, row: &mut Row, r: Resolution) {
+    let lockspace = s.lockspace(r.source.lockspace()).to_path_buf();
+    row.lease = Some(lockspace.join(r.key.as_str()));
+    row.lockspace = Some(lockspace);
+    if let Some(b) = r.block {
+        row.device = Some(b.name);
+        row.devno = Some(b.devno.to_string());
+        row.partition = b.partition;
+        row.whole_disk = b.whole_disk;
+        row.dm_name = b.dm_name;
+    }
+    row.key = Some(r.key.to_string());
+    row.source = Some(r.source.as_str().to_owned());
+    row.host_local = Some(r.host_local);
+    row.path = Some(r.path);
+    row.detail = Some(r.detail);
+    row.warnings = r.warnings;
+}
+
+fn compat_row(s: &Settings, input: &OsStr, c: Compat) -> Row {
+    let mut row = Row {
+        input: input.to_string_lossy().into_owned(),
+        ..Row::default()
+    };
+    let name = match c {
+        Compat::Sanlock => {
+            row.compat = Some("sanlock");
+            s.resolver
+                .absolute(input, &s.cwd)
+                .map(|_| compat::sanlock(input, &s.config.disk_lease_dir))
+        }
+        Compat::Virtlockd => {
+            row.compat = Some("virtlockd");
+            let dirs = LockdDirs {
+                file: Some(&s.config.file_lockspace_dir),
+                lvm: Some(&s.config.lvm_lockspace_dir),
+                scsi: Some(&s.config.scsi_lockspace_dir),
+            };
+            compat::virtlockd(&s.resolver, input, &s.cwd, dirs)
+        }
+    };
+    match name {
+        Ok(n) => {
+            row.key = Some(n.key);
+            row.source = serde_json::to_value(n.source)
+                .ok()
+                .and_then(|v| v.as_str().map(ToOwned::to_owned));
+            row.lockspace = n.lockspace;
+            row.lease = Some(n.lease);
+            row.host_local = Some(false);
+        }
+        Err(e) => row.error = Some(error_text(input, &e)),
+    }
+    row
+}
+
+/// The reason alone when the error would only repeat the input.
+fn error_text(input: &OsStr, e: &ResolveError) -> String {
+    match e {
+        ResolveError::Walk(WalkError::NotFound { path }) if path.as_os_str() == input => {
+            "no such file or directory".to_owned()
+        }
+        _ => chain_std(e),
+    }
+}
+
+/// An input as it appears in messages: quoted when it would otherwise be invisible or
+/// ambiguous (empty, control characters, surrounding spaces).
+fn shown(input: &str) -> String {
+    if input.is_empty() || input.trim() != input || input.chars().any(char::is_control) {
+        format!("{input:?}")
+    } else {
+        input.to_owned()
+    }
+}
+
+/// Writes to stdout; a closed pipe (`disklock lookup --all | head`) ends output quietly.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn table(rows: &[Row], out: &mut String) {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(["DISK", "DEVICE", "DEVNO", "SOURCE", "KEY", "LOCKSPACE"]);
+    // No left padding, two spaces between columns, like `lsblk` and `lvs`.
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 2));
+    }
+    for r in rows.iter().filter(|r| r.error.is_none()) {
+        let dash = || "-".to_owned();
+        t.add_row([
+            r.input.clone(),
+            r.device.clone().unwrap_or_else(dash),
+            r.devno.clone().unwrap_or_else(dash),
+            r.source.clone().unwrap_or_else(dash),
+            r.key.clone().unwrap_or_else(dash),
+            r.lockspace
+                .as_ref()
+                .map_or_else(|| "(direct)".to_owned(), |p| p.display().to_string()),
+        ]);
+    }
+    if rows.iter().any(|r| r.error.is_none()) {
+        for line in t.lines() {
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+}

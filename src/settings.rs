@@ -1,0 +1,79 @@
+//! The configuration and resolver every command starts from.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use disklock_conf::{Config, Context, KeySource, Loaded};
+use disklock_naming::{LockspaceKind, Resolver, Source, SysRoot};
+
+use crate::cli::Cli;
+
+/// What a command needs: the checked configuration and a resolver built from it.
+pub struct Settings {
+    pub config: Config,
+    pub resolver: Resolver,
+    pub cwd: PathBuf,
+}
+
+impl Settings {
+    pub fn load(args: &Cli) -> anyhow::Result<Settings> {
+        let ctx = Context {
+            uid: nix::unistd::geteuid().as_raw(),
+            home: env_path("HOME"),
+            xdg_state_home: env_path("XDG_STATE_HOME"),
+            xdg_config_home: env_path("XDG_CONFIG_HOME"),
+        };
+        let Loaded {
+            config,
+            warnings,
+            files_read,
+        } = disklock_conf::load(args.config.as_deref(), &ctx)
+            .context("cannot load the configuration")?;
+        for w in &warnings {
+            eprintln!("disklock: warning: {w}");
+        }
+        tracing::debug!(files = ?files_read, "configuration loaded");
+        let order: Vec<Source> = config.key_sources.iter().map(|&k| source_of(k)).collect();
+        let root = match &args.sysroot {
+            Some(dir) => {
+                if !dir.is_dir() {
+                    anyhow::bail!("--sysroot {}: not a directory", dir.display());
+                }
+                SysRoot::new(dir)
+            }
+            None => SysRoot::host(),
+        };
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        Ok(Settings {
+            resolver: Resolver::new(root, &order),
+            config,
+            cwd,
+        })
+    }
+
+    /// The lockspace directory that holds leases named by `kind`.
+    pub fn lockspace(&self, kind: LockspaceKind) -> &std::path::Path {
+        match kind {
+            LockspaceKind::File => &self.config.file_lockspace_dir,
+            LockspaceKind::Lvm => &self.config.lvm_lockspace_dir,
+            LockspaceKind::Scsi => &self.config.scsi_lockspace_dir,
+        }
+    }
+}
+
+/// The configuration names the sources; the resolver owns their meaning.
+fn source_of(k: KeySource) -> Source {
+    match k {
+        KeySource::LvmUuid => Source::LvmUuid,
+        KeySource::ScsiWwid => Source::ScsiWwid,
+        KeySource::NvmeWwid => Source::NvmeWwid,
+        KeySource::ByPathSha256 => Source::ByPathSha256,
+        KeySource::PathSha256 => Source::PathSha256,
+    }
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
