@@ -52,6 +52,16 @@ pub enum Command {
         after_help = "Examples:\n  disklock lookup /dev/sdb /dev/vg0/guest1\n  disklock lookup --all --json\n  disklock lookup --compat virtlockd /var/lib/libvirt/images/guest.img"
     )]
     Lookup(Lookup),
+
+    /// Show the configuration in effect and where each value came from.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

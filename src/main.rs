@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod config_cmd;
 mod exit;
 mod lookup;
 mod settings;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     let outcome = match settings::Settings::load(&args) {
         Ok(settings) => match &args.command {
             cli::Command::Lookup(l) => lookup::run(&settings, l),
+            cli::Command::Config(c) => config_cmd::run(&settings, c),
         },
         Err(e) => Err(e),
     };

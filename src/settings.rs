@@ -13,6 +13,8 @@ pub struct Settings {
     pub config: Config,
     pub resolver: Resolver,
     pub cwd: PathBuf,
+    /// The configuration files that were read, disklock.conf first.
+    pub files_read: Vec<PathBuf>,
 }
 
 impl Settings {
@@ -48,6 +50,7 @@ impl Settings {
             resolver: Resolver::new(root, &order),
             config,
             cwd,
+            files_read,
         })
     }
 

@@ -1,0 +1,290 @@
+//! `disklock lookup` driven as a user drives it: the real binary, a fake sysfs/udev/dev tree
+//! given with --sysroot, and a config file in a temporary directory.
+//!
+//! Device nodes are made with mknod, so these tests need root; they fail loudly without it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use disklock_naming::DevNo;
+use disklock_naming::faketree::TreeBuilder;
+use disklock_naming::key::{md5_hex, sha256_hex};
+use serde_json::Value;
+
+const WWID: &str = "36000000000000000000000e000000001";
+const LV_DM_UUID: &str = "LVM-9xS5S9GnwIHdBe1Vj4n9Vpff2QYWefeP1olaZYbYgKb38BKnxc5Mbweh5DDeEMyO";
+const LV_UUID: &str = "1olaZY-bYgK-b38B-Knxc-5Mbw-eh5D-DeEMyO";
+
+fn dn(major: u32, minor: u32) -> DevNo {
+    DevNo { major, minor }
+}
+
+/// The tgt LUN's VPD 0x83 page (test-rig.md §7.4): T10 vendor id, NAA 3, NAA 6.
+fn tgt_pg83() -> Vec<u8> {
+    let mut p = vec![0x00, 0x83, 0x00, 0x48, 0x02, 0x01, 0x00, 36];
+    p.extend_from_slice(format!("{:<36}", "VMHARN  lun1-id").as_bytes());
+    p.extend_from_slice(&[0x01, 0x03, 0x00, 8, 0x30, 0, 0, 1, 0, 0, 0, 1]);
+    p.extend_from_slice(&[0x01, 0x03, 0x00, 16, 0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xe0, 0, 0, 0, 1]);
+    p
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    b: TreeBuilder,
+}
+
+impl Env {
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("disklock.conf")
+    }
+    fn lockspaces(&self) -> PathBuf {
+        self.dir.path().join("ls")
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_disklock"))
+            .arg("--config")
+            .arg(self.conf())
+            .arg("--sysroot")
+            .arg(self.root())
+            .args(args)
+            .env_remove("DISKLOCK_CONFIG")
+            .output()
+            .expect("run disklock")
+    }
+}
+
+/// sda + sda1 on the tgt LUN, an LVM LV dm-0 on sda, a virtio disk vda with no identity, and
+/// a disk image; device nodes and the usual /dev links.
+fn env() -> Env {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests make device nodes with mknod and must run as root"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let b = TreeBuilder::new(dir.path().join("root"));
+    let sda = b
+        .scsi_disk("sda", dn(8, 0), (0, 0, 0, 0), Some(&tgt_pg83()), None, "VMHARN", "SANLUN")
+        .unwrap();
+    b.partition(&sda, "sda1", dn(8, 1), 1).unwrap();
+    b.dm("dm-0", dn(253, 0), "vg0-lv0", LV_DM_UUID, &["sda"]).unwrap();
+    b.virtio("vda", dn(254, 0)).unwrap();
+    for (node, d) in [("sda", dn(8, 0)), ("sda1", dn(8, 1)), ("dm-0", dn(253, 0)), ("vda", dn(254, 0))] {
+        b.block_node(&format!("/dev/{node}"), d).unwrap();
+    }
+    b.rel_link("/dev/mapper/vg0-lv0", "/dev/dm-0").unwrap();
+    b.rel_link("/dev/vg0/lv0", "/dev/dm-0").unwrap();
+    b.rel_link(&format!("/dev/disk/by-id/scsi-{WWID}"), "/dev/sda").unwrap();
+    b.file("/images/guest.img", b"").unwrap();
+    let env = Env { dir, b };
+    let ls = env.lockspaces();
+    std::fs::write(
+        env.conf(),
+        format!(
+            "# test configuration\nfile_lockspace_dir = \"{0}/files\"\nlvm_lockspace_dir = \"{0}/lvm\"\n\
+             scsi_lockspace_dir = \"{0}/scsi\"\nlockd_conf = \"\"\n",
+            ls.display()
+        ),
+    )
+    .unwrap();
+    env
+}
+
+fn json(out: &Output) -> Vec<Value> {
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        .as_array()
+        .expect("an array")
+        .clone()
+}
+
+const FIELDS: [&str; 9] = [
+    "input", "device", "devno", "key", "source", "host_local", "lockspace", "lease", "error",
+];
+
+#[test]
+fn json_rows_for_each_kind_of_disk() {
+    let e = env();
+    let out = e.run(&[
+        "lookup",
+        "--json",
+        "/dev/sda",
+        "/dev/sda1",
+        "/dev/vg0/lv0",
+        "/dev/vda",
+        "/images/guest.img",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = json(&out);
+    for r in &rows {
+        for f in FIELDS {
+            assert!(r.get(f).is_some(), "field {f} missing in {r}");
+        }
+        assert!(r["error"].is_null());
+    }
+    let ls = e.lockspaces();
+    let want = [
+        ("sda", "8:0", WWID.to_owned(), "scsi-wwid", "scsi"),
+        ("sda1", "8:1", format!("{WWID}-part1"), "scsi-wwid", "scsi"),
+        ("dm-0", "253:0", LV_UUID.to_owned(), "lvm-uuid", "lvm"),
+        ("vda", "254:0", sha256_hex(b"/dev/vda"), "path-sha256", "files"),
+    ];
+    for (r, (dev, devno, key, source, space)) in rows.iter().zip(want) {
+        assert_eq!(r["device"], dev);
+        assert_eq!(r["devno"], devno);
+        assert_eq!(r["key"], key.as_str());
+        assert_eq!(r["source"], source);
+        assert_eq!(r["host_local"], source == "path-sha256");
+        assert_eq!(r["lockspace"], ls.join(space).to_str().unwrap());
+        assert_eq!(r["lease"], ls.join(space).join(&key).to_str().unwrap());
+    }
+    let img = &rows[4];
+    assert_eq!(img["source"], "file-sha256");
+    assert_eq!(img["key"], sha256_hex(b"/images/guest.img").as_str());
+    assert!(img["device"].is_null());
+    // The host-local key comes with a warning on stderr.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: vda") && err.contains("this host only"), "{err}");
+}
+
+#[test]
+fn failures_do_not_stop_the_others() {
+    let e = env();
+    let out = e.run(&["lookup", "--json", "/dev/nope", "/dev/sda", "/dev"]);
+    assert_eq!(out.status.code(), Some(1));
+    let rows = json(&out);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["error"], "no such file or directory");
+    assert!(rows[0]["key"].is_null());
+    assert_eq!(rows[1]["key"], WWID);
+    assert!(rows[2]["error"].as_str().unwrap().contains("directory"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per failed input: {err}");
+    assert_eq!(lines[0], "disklock: /dev/nope: no such file or directory");
+    assert!(lines[1].starts_with("disklock: /dev: "), "{err}");
+}
+
+#[test]
+fn table_for_people() {
+    let e = env();
+    let out = e.run(&["lookup", "/dev/disk/by-id/scsi-36000000000000000000000e000000001"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("DISK") && lines[0].contains("KEY"), "{text}");
+    let cols: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cols[1..5], ["sda", "8:0", "scsi-wwid", WWID]);
+}
+
+#[test]
+fn all_lists_every_device_once() {
+    let e = env();
+    let out = e.run(&["lookup", "--all", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let devs: Vec<String> = json(&out)
+        .iter()
+        .map(|r| r["device"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(devs, ["sda", "sda1", "dm-0", "vda"]);
+}
+
+#[test]
+fn key_source_order_comes_from_the_config() {
+    let e = env();
+    let mut conf = std::fs::read_to_string(e.conf()).unwrap();
+    conf.push_str("key_sources = [ \"by-path-sha256\", \"path-sha256\" ]\n");
+    std::fs::write(e.conf(), conf).unwrap();
+    let out = e.run(&["lookup", "--json", "/dev/sda"]);
+    let rows = json(&out);
+    assert_eq!(rows[0]["source"], "path-sha256");
+    assert_eq!(rows[0]["key"], sha256_hex(b"/dev/sda").as_str());
+}
+
+#[test]
+fn compat_names() {
+    let e = env();
+    let out = e.run(&["lookup", "--json", "--compat", "virtlockd", "/dev/vg0/lv0", "/dev/sda1", "/images/../images/guest.img"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = json(&out);
+    assert_eq!(rows[0]["key"], LV_UUID);
+    assert_eq!(rows[0]["source"], "lvm-uuid");
+    // scsi_id on a partition reports the whole disk.
+    assert_eq!(rows[1]["key"], WWID);
+    // virtlockd hashes the path exactly as written.
+    assert_eq!(rows[2]["key"], sha256_hex(b"/images/../images/guest.img").as_str());
+    assert_eq!(rows[2]["source"], "literal-sha256");
+    let out = e.run(&["lookup", "--json", "--compat", "sanlock", "/var/lib/libvirt/images/demo.img"]);
+    let rows = json(&out);
+    assert_eq!(rows[0]["key"], "bfa0240911bc17753e0b473688822159");
+    assert_eq!(rows[0]["key"], md5_hex(b"/var/lib/libvirt/images/demo.img").as_str());
+    assert_eq!(rows[0]["lease"], "/var/lib/libvirt/sanlock/bfa0240911bc17753e0b473688822159");
+}
+
+#[test]
+fn qemu_lockd_conf_carries_over() {
+    let e = env();
+    let lockd = e.dir.path().join("qemu-lockd.conf");
+    std::fs::write(
+        &lockd,
+        "auto_disk_leases = 1\nrequire_lease_for_disks = 1\nscsi_lockspace_dir = \"/var/lib/libvirt/lockd/scsivolumes\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_disklock"))
+        .arg("--config")
+        .arg(&lockd)
+        .arg("--sysroot")
+        .arg(e.root())
+        .args(["lookup", "--json", "/dev/sda"])
+        .output()
+        .unwrap();
+    let rows = json(&out);
+    assert_eq!(rows[0]["lease"], format!("/var/lib/libvirt/lockd/scsivolumes/{WWID}"));
+}
+
+#[test]
+fn config_errors_are_one_line_with_position_and_exit_2() {
+    let e = env();
+    std::fs::write(e.conf(), "file_lockspace_dir = 12\n").unwrap();
+    let out = e.run(&["lookup", "/dev/sda"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("disklock.conf:1:"), "{err}");
+    assert!(out.stdout.is_empty());
+    // A missing --config file is an error too, naming the file.
+    let out = Command::new(env!("CARGO_BIN_EXE_disklock"))
+        .args(["--config", "/nonexistent/disklock.conf", "lookup", "/dev/sda"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/disklock.conf"));
+}
+
+#[test]
+fn unknown_keys_are_warned_with_their_line() {
+    let e = env();
+    let mut conf = std::fs::read_to_string(e.conf()).unwrap();
+    conf.push_str("frobnicate = 1\n");
+    std::fs::write(e.conf(), conf).unwrap();
+    let out = e.run(&["lookup", "/dev/sda"]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning:") && err.contains(":6:") && err.contains("frobnicate"), "{err}");
+}
+
+#[test]
+fn usage_errors_and_help() {
+    let out = Command::new(env!("CARGO_BIN_EXE_disklock")).args(["lookup"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "lookup needs disks or --all");
+    let out = Command::new(env!("CARGO_BIN_EXE_disklock")).args(["lookup", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["--all", "--json", "--compat", "-partN", "by-path-sha256"] {
+        assert!(help.contains(word), "help lacks {word}: {help}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_disklock")).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Exit status"));
+}
