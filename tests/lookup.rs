@@ -24,7 +24,9 @@ fn tgt_pg83() -> Vec<u8> {
     let mut p = vec![0x00, 0x83, 0x00, 0x48, 0x02, 0x01, 0x00, 36];
     p.extend_from_slice(format!("{:<36}", "VMHARN  lun1-id").as_bytes());
     p.extend_from_slice(&[0x01, 0x03, 0x00, 8, 0x30, 0, 0, 1, 0, 0, 0, 1]);
-    p.extend_from_slice(&[0x01, 0x03, 0x00, 16, 0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xe0, 0, 0, 0, 1]);
+    p.extend_from_slice(&[
+        0x01, 0x03, 0x00, 16, 0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xe0, 0, 0, 0, 1,
+    ]);
     p
 }
 
@@ -66,17 +68,32 @@ fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let b = TreeBuilder::new(dir.path().join("root"));
     let sda = b
-        .scsi_disk("sda", dn(8, 0), (0, 0, 0, 0), Some(&tgt_pg83()), None, "VMHARN", "SANLUN")
+        .scsi_disk(
+            "sda",
+            dn(8, 0),
+            (0, 0, 0, 0),
+            Some(&tgt_pg83()),
+            None,
+            "VMHARN",
+            "SANLUN",
+        )
         .unwrap();
     b.partition(&sda, "sda1", dn(8, 1), 1).unwrap();
-    b.dm("dm-0", dn(253, 0), "vg0-lv0", LV_DM_UUID, &["sda"]).unwrap();
+    b.dm("dm-0", dn(253, 0), "vg0-lv0", LV_DM_UUID, &["sda"])
+        .unwrap();
     b.virtio("vda", dn(254, 0)).unwrap();
-    for (node, d) in [("sda", dn(8, 0)), ("sda1", dn(8, 1)), ("dm-0", dn(253, 0)), ("vda", dn(254, 0))] {
+    for (node, d) in [
+        ("sda", dn(8, 0)),
+        ("sda1", dn(8, 1)),
+        ("dm-0", dn(253, 0)),
+        ("vda", dn(254, 0)),
+    ] {
         b.block_node(&format!("/dev/{node}"), d).unwrap();
     }
     b.rel_link("/dev/mapper/vg0-lv0", "/dev/dm-0").unwrap();
     b.rel_link("/dev/vg0/lv0", "/dev/dm-0").unwrap();
-    b.rel_link(&format!("/dev/disk/by-id/scsi-{WWID}"), "/dev/sda").unwrap();
+    b.rel_link(&format!("/dev/disk/by-id/scsi-{WWID}"), "/dev/sda")
+        .unwrap();
     b.file("/images/guest.img", b"").unwrap();
     let env = Env { dir, b };
     let ls = env.lockspaces();
@@ -101,7 +118,15 @@ fn json(out: &Output) -> Vec<Value> {
 }
 
 const FIELDS: [&str; 9] = [
-    "input", "device", "devno", "key", "source", "host_local", "lockspace", "lease", "error",
+    "input",
+    "device",
+    "devno",
+    "key",
+    "source",
+    "host_local",
+    "lockspace",
+    "lease",
+    "error",
 ];
 
 #[test]
@@ -116,7 +141,12 @@ fn json_rows_for_each_kind_of_disk() {
         "/dev/vda",
         "/images/guest.img",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = json(&out);
     for r in &rows {
         for f in FIELDS {
@@ -129,7 +159,13 @@ fn json_rows_for_each_kind_of_disk() {
         ("sda", "8:0", WWID.to_owned(), "scsi-wwid", "scsi"),
         ("sda1", "8:1", format!("{WWID}-part1"), "scsi-wwid", "scsi"),
         ("dm-0", "253:0", LV_UUID.to_owned(), "lvm-uuid", "lvm"),
-        ("vda", "254:0", sha256_hex(b"/dev/vda"), "path-sha256", "files"),
+        (
+            "vda",
+            "254:0",
+            sha256_hex(b"/dev/vda"),
+            "path-sha256",
+            "files",
+        ),
     ];
     for (r, (dev, devno, key, source, space)) in rows.iter().zip(want) {
         assert_eq!(r["device"], dev);
@@ -146,7 +182,10 @@ fn json_rows_for_each_kind_of_disk() {
     assert!(img["device"].is_null());
     // The host-local key comes with a warning on stderr.
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("warning: vda") && err.contains("this host only"), "{err}");
+    assert!(
+        err.contains("warning: vda") && err.contains("this host only"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -170,12 +209,18 @@ fn failures_do_not_stop_the_others() {
 #[test]
 fn table_for_people() {
     let e = env();
-    let out = e.run(&["lookup", "/dev/disk/by-id/scsi-36000000000000000000000e000000001"]);
+    let out = e.run(&[
+        "lookup",
+        "/dev/disk/by-id/scsi-36000000000000000000000e000000001",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].starts_with("DISK") && lines[0].contains("KEY"), "{text}");
+    assert!(
+        lines[0].starts_with("DISK") && lines[0].contains("KEY"),
+        "{text}"
+    );
     let cols: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(cols[1..5], ["sda", "8:0", "scsi-wwid", WWID]);
 }
@@ -184,7 +229,12 @@ fn table_for_people() {
 fn all_lists_every_device_once() {
     let e = env();
     let out = e.run(&["lookup", "--all", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let devs: Vec<String> = json(&out)
         .iter()
         .map(|r| r["device"].as_str().unwrap().to_owned())
@@ -207,21 +257,49 @@ fn key_source_order_comes_from_the_config() {
 #[test]
 fn compat_names() {
     let e = env();
-    let out = e.run(&["lookup", "--json", "--compat", "virtlockd", "/dev/vg0/lv0", "/dev/sda1", "/images/../images/guest.img"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = e.run(&[
+        "lookup",
+        "--json",
+        "--compat",
+        "virtlockd",
+        "/dev/vg0/lv0",
+        "/dev/sda1",
+        "/images/../images/guest.img",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = json(&out);
     assert_eq!(rows[0]["key"], LV_UUID);
     assert_eq!(rows[0]["source"], "lvm-uuid");
     // scsi_id on a partition reports the whole disk.
     assert_eq!(rows[1]["key"], WWID);
     // virtlockd hashes the path exactly as written.
-    assert_eq!(rows[2]["key"], sha256_hex(b"/images/../images/guest.img").as_str());
+    assert_eq!(
+        rows[2]["key"],
+        sha256_hex(b"/images/../images/guest.img").as_str()
+    );
     assert_eq!(rows[2]["source"], "literal-sha256");
-    let out = e.run(&["lookup", "--json", "--compat", "sanlock", "/var/lib/libvirt/images/demo.img"]);
+    let out = e.run(&[
+        "lookup",
+        "--json",
+        "--compat",
+        "sanlock",
+        "/var/lib/libvirt/images/demo.img",
+    ]);
     let rows = json(&out);
     assert_eq!(rows[0]["key"], "bfa0240911bc17753e0b473688822159");
-    assert_eq!(rows[0]["key"], md5_hex(b"/var/lib/libvirt/images/demo.img").as_str());
-    assert_eq!(rows[0]["lease"], "/var/lib/libvirt/sanlock/bfa0240911bc17753e0b473688822159");
+    assert_eq!(
+        rows[0]["key"],
+        md5_hex(b"/var/lib/libvirt/images/demo.img").as_str()
+    );
+    assert_eq!(
+        rows[0]["lease"],
+        "/var/lib/libvirt/sanlock/bfa0240911bc17753e0b473688822159"
+    );
 }
 
 #[test]
@@ -242,7 +320,10 @@ fn qemu_lockd_conf_carries_over() {
         .output()
         .unwrap();
     let rows = json(&out);
-    assert_eq!(rows[0]["lease"], format!("/var/lib/libvirt/lockd/scsivolumes/{WWID}"));
+    assert_eq!(
+        rows[0]["lease"],
+        format!("/var/lib/libvirt/lockd/scsivolumes/{WWID}")
+    );
 }
 
 #[test]
@@ -257,7 +338,12 @@ fn config_errors_are_one_line_with_position_and_exit_2() {
     assert!(out.stdout.is_empty());
     // A missing --config file is an error too, naming the file.
     let out = Command::new(env!("CARGO_BIN_EXE_disklock"))
-        .args(["--config", "/nonexistent/disklock.conf", "lookup", "/dev/sda"])
+        .args([
+            "--config",
+            "/nonexistent/disklock.conf",
+            "lookup",
+            "/dev/sda",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -273,18 +359,30 @@ fn unknown_keys_are_warned_with_their_line() {
     let out = e.run(&["lookup", "/dev/sda"]);
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("warning:") && err.contains(":6:") && err.contains("frobnicate"), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains(":6:") && err.contains("frobnicate"),
+        "{err}"
+    );
 }
 
 #[test]
 fn usage_errors_and_help() {
-    let out = Command::new(env!("CARGO_BIN_EXE_disklock")).args(["lookup"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_disklock"))
+        .args(["lookup"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "lookup needs disks or --all");
-    let out = Command::new(env!("CARGO_BIN_EXE_disklock")).args(["lookup", "--help"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_disklock"))
+        .args(["lookup", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for word in ["--all", "--json", "--compat", "-partN", "by-path-sha256"] {
         assert!(help.contains(word), "help lacks {word}: {help}");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_disklock")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_disklock"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Exit status"));
 }
