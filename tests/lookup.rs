@@ -32,7 +32,6 @@ fn tgt_pg83() -> Vec<u8> {
 
 struct Env {
     dir: tempfile::TempDir,
-    b: TreeBuilder,
 }
 
 impl Env {
@@ -95,7 +94,7 @@ fn env() -> Env {
     b.rel_link(&format!("/dev/disk/by-id/scsi-{WWID}"), "/dev/sda")
         .unwrap();
     b.file("/images/guest.img", b"").unwrap();
-    let env = Env { dir, b };
+    let env = Env { dir };
     let ls = env.lockspaces();
     std::fs::write(
         env.conf(),

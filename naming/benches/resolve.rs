@@ -67,20 +67,20 @@ fn main() {
 
     // This host's own devices.
     let host = SysRoot::host();
-    if let Ok(real) = sysfs_block_devices(&host) {
-        if !real.is_empty() {
-            let r = Resolver::new(host, &Source::DEFAULT_ORDER);
-            let t = best_of(20, || {
-                for d in &real {
-                    black_box(r.resolve_devno(d.devno).ok());
-                }
-            });
-            println!(
-                "resolver (this host):   {:8.2} µs/disk   ({} devices)",
-                t.as_secs_f64() * 1e6 / real.len() as f64,
-                real.len()
-            );
-        }
+    if let Ok(real) = sysfs_block_devices(&host)
+        && !real.is_empty()
+    {
+        let r = Resolver::new(host, &Source::DEFAULT_ORDER);
+        let t = best_of(20, || {
+            for d in &real {
+                black_box(r.resolve_devno(d.devno).ok());
+            }
+        });
+        println!(
+            "resolver (this host):   {:8.2} µs/disk   ({} devices)",
+            t.as_secs_f64() * 1e6 / real.len() as f64,
+            real.len()
+        );
     }
 
     // What virtlockd pays per disk.

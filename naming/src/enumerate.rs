@@ -97,3 +97,45 @@ fn wanted(name: &str, dir: &Path) -> bool {
     }
     attr("hidden").trim() != "1"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libudev and the sysfs walk must list the same devices, or `lookup --all` would depend on
+    /// how the binary was built. Runs on this host's real devices.
+    #[cfg(feature = "udev")]
+    #[test]
+    fn udev_and_sysfs_agree_on_this_host() {
+        let root = SysRoot::host();
+        let sysfs = sysfs_block_devices(&root).expect("sysfs enumeration");
+        let udev = udev_block_devices(&root).expect("libudev enumeration");
+        assert!(!sysfs.is_empty(), "this host has no block devices?");
+        assert_eq!(udev, sysfs);
+    }
+
+    #[test]
+    fn skips_ram_zram_idle_loops_and_hidden() {
+        let t = tempfile::tempdir().unwrap();
+        let b = crate::faketree::TreeBuilder::new(t.path());
+        let dev = |n: u32| DevNo { major: 7, minor: n };
+        for (i, name) in ["ram0", "zram0", "loop0", "loop1", "nvme0c0n1", "vda"]
+            .iter()
+            .enumerate()
+        {
+            b.virtio(name, dev(i as u32)).unwrap();
+        }
+        b.file(
+            "/sys/class/block/loop1/loop/backing_file",
+            b"/images/a.img\n",
+        )
+        .unwrap();
+        b.file("/sys/class/block/nvme0c0n1/hidden", b"1\n").unwrap();
+        let names: Vec<String> = sysfs_block_devices(&SysRoot::new(t.path()))
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, ["loop1", "vda"]);
+    }
+}
