@@ -456,7 +456,8 @@ fn bad_inputs_have_one_line_reasons() {
     let _sock = std::os::unix::net::UnixListener::bind(t.b.real("/dev/sock")).unwrap();
     let res = resolver(&t);
     let long = "/dev/".to_owned() + &"x/".repeat(2100);
-    let cases: Vec<(&str, Box<dyn Fn(&ResolveError) -> bool>, &str)> = vec![
+    type Check = Box<dyn Fn(&ResolveError) -> bool>;
+    let cases: Vec<(&str, Check, &str)> = vec![
         (
             "/dev/nope",
             Box::new(|e| matches!(e, ResolveError::Walk(WalkError::NotFound { .. }))),
