@@ -123,7 +123,7 @@ mod tests {
             .iter()
             .enumerate()
         {
-            b.virtio(name, dev(i as u32)).unwrap();
+            b.virtio(name, dev(i)).unwrap();
         }
         b.file(
             "/sys/class/block/loop1/loop/backing_file",
