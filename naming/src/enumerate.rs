@@ -119,10 +119,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let b = crate::faketree::TreeBuilder::new(t.path());
         let dev = |n: u32| DevNo { major: 7, minor: n };
-        for (i, name) in ["ram0", "zram0", "loop0", "loop1", "nvme0c0n1", "vda"]
-            .iter()
-            .enumerate()
-        {
+        for (i, name) in (0u32..).zip(["ram0", "zram0", "loop0", "loop1", "nvme0c0n1", "vda"]) {
             b.virtio(name, dev(i)).unwrap();
         }
         b.file(
