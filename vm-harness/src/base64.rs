@@ -48,7 +48,7 @@ fn value(c: u8) -> Option<u32> {
 /// Decode padded base64.
 pub fn decode(text: &str) -> Result<Vec<u8>, DecodeError> {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(DecodeError::BadLength);
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);

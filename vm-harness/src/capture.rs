@@ -142,6 +142,23 @@ impl Manifest {
     /// Add every ancestor of every path as a `dir`, and check that no path is recorded
     /// twice with different kinds or contents.
     pub fn complete(&mut self) -> Result<()> {
+        // `subsystem` links point at class or bus directories (sys/class/block,
+        // sys/bus/scsi); record those so the links resolve in a replayed tree.
+        let targets: Vec<String> = self
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Link(p, t) if p.ends_with("/subsystem") && p.starts_with("sys/") => {
+                    let dir = p.rsplit_once('/').map_or("", |(d, _)| d);
+                    Some(resolve(dir, t))
+                }
+                _ => None,
+            })
+            .filter(|d| d.starts_with("sys/"))
+            .collect();
+        for d in targets {
+            self.records.insert(Record::Dir(d));
+        }
         let mut dirs = BTreeSet::new();
         for r in &self.records {
             if let Record::Oracle(..) = r {
@@ -595,6 +612,7 @@ mod tests {
     fn complete_adds_parents_and_rejects_conflicts() {
         let mut m = Manifest::parse(
             "# c1\nfile sys/devices/v/block/vda/size MTYK\nlink sys/class/block/vda ../../devices/v/block/vda\n\
+             link sys/devices/v/subsystem ../../bus/virtio\n\
              oracle scsi_id dev/vda \nfile sys/devices/v/block/vda/size MTYK\n",
         )
         .unwrap();
@@ -605,6 +623,7 @@ mod tests {
             "sys/devices/v/block/vda",
             "sys/class/block",
             "sys/class",
+            "sys/bus/virtio",
         ] {
             assert!(m.has_dir(d), "{d}");
         }

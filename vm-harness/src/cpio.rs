@@ -57,7 +57,7 @@ impl Archive {
     }
 
     fn pad4(&mut self) {
-        while self.data.len() % 4 != 0 {
+        while !self.data.len().is_multiple_of(4) {
             self.data.push(0);
         }
     }
@@ -132,7 +132,7 @@ mod tests {
             assert_eq!(&data[..6], b"070701", "magic at offset {offset}");
             let field = |i: usize| {
                 let s = std::str::from_utf8(&data[6 + i * 8..6 + (i + 1) * 8]).unwrap();
-                u32::from_str_radix(s, 16).unwrap() as usize
+                usize::try_from(u32::from_str_radix(s, 16).unwrap()).unwrap()
             };
             let (mode, filesize, namesize) = (field(1), field(6), field(11));
             let name_end = 110 + namesize;
@@ -149,7 +149,7 @@ mod tests {
                 assert!(data.is_empty());
                 return out;
             }
-            out.push((name, mode as u32, body));
+            out.push((name, u32::try_from(mode).unwrap(), body));
         }
     }
 
@@ -161,7 +161,7 @@ mod tests {
         a.symlink("usr/local/bin/dl", "disklock");
         a.dir("usr/local/share/x");
         let data = a.finish();
-        assert_eq!(data.len() % 4, 0);
+        assert!(data.len().is_multiple_of(4));
         let entries = parse(&data);
         let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(

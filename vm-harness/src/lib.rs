@@ -37,7 +37,7 @@
 //! swept by the next rig.
 //!
 //! What it does not do: KVM (it crashes QEMU on the machines this runs on, so guests run
-//! under TCG, about 4 s per boot, 6–9 s with udev); networking between guests (no NFS
+//! under TCG, about 5 s per boot, 5–8 s with udev); networking between guests (no NFS
 //! server or LIO target in a guest yet); persistent reservations across a target restart
 //! (tgt keeps them in memory only); PREEMPT AND ABORT, APTPL and READ FULL STATUS (tgt
 //! lacks them).

@@ -135,6 +135,8 @@ pub(crate) struct RunDir {
 
 const OWNER_FILE: &str = "owner";
 const REGISTRY_FILE: &str = "registry";
+const KEPT_FILE: &str = "kept";
+const KEEP_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl RunDir {
     pub(crate) fn create(root: &Path, label: &str) -> Result<Self> {
@@ -173,9 +175,11 @@ impl RunDir {
         }
     }
 
-    /// Keep the directory after the rig is dropped (set when a test fails).
+    /// Keep the directory after the rig is dropped (set when a test fails). The sweep
+    /// leaves a kept directory alone for a day.
     pub(crate) fn keep(&mut self) {
         self.keep = true;
+        let _ = fs::write(self.path.join(KEPT_FILE), "");
     }
 }
 
@@ -220,7 +224,8 @@ impl Registry {
 }
 
 /// Remove run directories whose owner process is gone: SIGKILL the processes they list
-/// (only if the PID still names the same process) and delete the files they list.
+/// (only if the PID still names the same process) and delete the files they list. A
+/// directory kept for a failed test survives its first day.
 pub(crate) fn sweep_stale(root: &Path) {
     let Ok(entries) = fs::read_dir(root) else {
         return;
@@ -260,7 +265,14 @@ pub(crate) fn sweep_stale(root: &Path) {
                 _ => {}
             }
         }
-        let _ = fs::remove_dir_all(&dir);
+        // the registry has been acted on; a kept directory stays (for a day) for reading
+        let _ = fs::remove_file(dir.join(REGISTRY_FILE));
+        let kept_recently = fs::metadata(dir.join(KEPT_FILE))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < KEEP_FOR));
+        if !kept_recently {
+            let _ = fs::remove_dir_all(&dir);
+        }
     }
 }
 
@@ -296,6 +308,12 @@ mod tests {
             ),
         )
         .unwrap();
+        // a failed rig's kept dir of a dead owner
+        let kept = root.path().join("kept");
+        fs::create_dir(&kept).unwrap();
+        fs::write(kept.join(OWNER_FILE), "999999999 1\n").unwrap();
+        fs::write(kept.join(KEPT_FILE), "").unwrap();
+        fs::write(kept.join("host0.console.log"), "boot\n").unwrap();
         // a live rig dir (owned by us)
         let live = RunDir::create(root.path(), "live").unwrap();
         sweep_stale(root.path());
@@ -304,6 +322,7 @@ mod tests {
         assert!(!dead.exists());
         assert!(!stray.exists());
         assert!(live.path().exists());
+        assert!(kept.join("host0.console.log").exists(), "kept dir survives");
         drop(live);
     }
 

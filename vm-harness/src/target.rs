@@ -60,28 +60,38 @@ struct Daemon {
 pub struct Target {
     iqn: String,
     port: u16,
+    control: u16,
     luns: Vec<Lun>,
     log: PathBuf,
     registry: Registry,
     daemon: Mutex<Option<Daemon>>,
 }
 
-/// Pick a TCP port on 127.0.0.1 that is free now and whose tgtd control socket name is
-/// unused. (tgtd binds it a moment later; a clash makes the start fail loudly.)
+/// Pick a TCP port on 127.0.0.1 that is free now. (tgtd binds it a moment later; a
+/// clash makes the start fail loudly.)
 fn free_port() -> Result<u16> {
-    for _ in 0..50 {
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .io_context(|| "binding a probe port".into())?;
-        let port = l
-            .local_addr()
-            .io_context(|| "probe port address".into())?
-            .port();
-        drop(l);
-        if !Path::new(&format!("{TGTD_SOCKET_DIR}/socket.{port}")).exists() {
-            return Ok(port);
+    let l =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).io_context(|| "binding a probe port".into())?;
+    Ok(l.local_addr()
+        .io_context(|| "probe port address".into())?
+        .port())
+}
+
+/// tgtd's control port only names its management socket, `/var/run/tgtd/socket.<N>`,
+/// and tgtd accepts N up to 32767. Derive one from the portal port and skip names in use.
+fn free_control_port(portal: u16) -> Result<u16> {
+    const LOW: u32 = 1024;
+    const SPAN: u32 = 32767 - LOW;
+    for i in 0..SPAN {
+        let n = LOW + (u32::from(portal) + i) % SPAN;
+        let Ok(cp) = u16::try_from(n) else { continue };
+        if !Path::new(&format!("{TGTD_SOCKET_DIR}/socket.{cp}")).exists()
+            && !Path::new(&format!("{TGTD_SOCKET_DIR}/socket.{cp}.lock")).exists()
+        {
+            return Ok(cp);
         }
     }
-    Err(Error::Config("no free port for tgtd".into()))
+    Err(Error::Config("no free tgtd control port".into()))
 }
 
 impl Target {
@@ -100,9 +110,11 @@ impl Target {
         }
         fs::create_dir_all(TGTD_SOCKET_DIR).io_context(|| format!("creating {TGTD_SOCKET_DIR}"))?;
         let port = free_port()?;
+        let control = free_control_port(port)?;
         let target = Self {
             iqn,
             port,
+            control,
             luns,
             log: dir.join("tgtd.log"),
             registry,
@@ -117,13 +129,13 @@ impl Target {
 
     fn socket_files(&self) -> [PathBuf; 2] {
         [
-            PathBuf::from(format!("{TGTD_SOCKET_DIR}/socket.{}", self.port)),
-            PathBuf::from(format!("{TGTD_SOCKET_DIR}/socket.{}.lock", self.port)),
+            PathBuf::from(format!("{TGTD_SOCKET_DIR}/socket.{}", self.control)),
+            PathBuf::from(format!("{TGTD_SOCKET_DIR}/socket.{}.lock", self.control)),
         ]
     }
 
     fn tgtadm(&self, args: &[&str]) -> Result<String> {
-        let cp = self.port.to_string();
+        let cp = self.control.to_string();
         let mut full = vec!["-C", cp.as_str(), "--lld", "iscsi"];
         full.extend_from_slice(args);
         run_tool("tgtadm", &full)
@@ -148,7 +160,7 @@ impl Target {
         cmd.args([
             "-f",
             "-C",
-            &self.port.to_string(),
+            &self.control.to_string(),
             "--iscsi",
             &format!("portal=127.0.0.1:{}", self.port),
         ])
@@ -256,9 +268,9 @@ impl Target {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
-    /// The tgtd control port (`tgtadm -C`); equal to the portal's TCP port.
+    /// The tgtd control port (`tgtadm -C`).
     pub fn control_port(&self) -> u16 {
-        self.port
+        self.control
     }
 
     /// The target's IQN.
@@ -347,5 +359,7 @@ mod tests {
         let p = free_port().unwrap();
         assert!(p > 0);
         TcpListener::bind((Ipv4Addr::LOCALHOST, p)).expect("port should be free");
+        let cp = free_control_port(60999).unwrap();
+        assert!((1024..=32767).contains(&cp), "{cp}");
     }
 }
