@@ -82,6 +82,11 @@ pub struct Lookup {
     #[arg(long)]
     pub json: bool,
 
+    /// Ask SCSI disks for their identity (INQUIRY through SG_IO, as scsi_id does) instead of
+    /// trusting the VPD pages the kernel cached at scan time.
+    #[arg(long)]
+    pub probe: bool,
+
     /// Print the name another lock manager would use for each disk path as written.
     #[arg(long, value_enum, value_name = "MANAGER")]
     pub compat: Option<Compat>,

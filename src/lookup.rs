@@ -7,7 +7,7 @@ use comfy_table::{ContentArrangement, Table, presets};
 use disklock_naming::compat::{self, LockdDirs};
 use disklock_naming::enumerate::block_devices;
 use disklock_naming::sysroot::WalkError;
-use disklock_naming::{Resolution, ResolveError};
+use disklock_naming::{DevNo, Resolution, ResolveError, Resolver};
 use serde::Serialize;
 
 use crate::cli::{Compat, Lookup};
@@ -37,21 +37,30 @@ struct Row {
 }
 
 pub fn run(s: &Settings, args: &Lookup) -> anyhow::Result<Code> {
-    let inputs: Vec<OsString> = if args.all {
+    // `--all` resolves enumerated devices by number, so a tree without /dev nodes (a
+    // container's view of the host, a test tree) still works.
+    let inputs: Vec<(OsString, Option<DevNo>)> = if args.all {
         let (devs, how) = block_devices(s.resolver.root())
             .map_err(|e| anyhow::anyhow!("cannot list block devices: {e}"))?;
         tracing::info!(?how, count = devs.len(), "enumerated block devices");
         devs.into_iter()
-            .map(|d| OsString::from(format!("/dev/{}", d.name)))
+            .map(|d| (OsString::from(format!("/dev/{}", d.name)), Some(d.devno)))
             .collect()
     } else {
-        args.disks.clone()
+        args.disks.iter().map(|d| (d.clone(), None)).collect()
+    };
+    let probed;
+    let resolver = if args.probe {
+        probed = Resolver::new(s.resolver.root().clone(), s.resolver.order()).with_probe(true);
+        &probed
+    } else {
+        &s.resolver
     };
     let rows: Vec<Row> = inputs
         .iter()
-        .map(|input| match args.compat {
-            None => native(s, input),
-            Some(c) => compat_row(s, input, c),
+        .map(|(input, devno)| match args.compat {
+            None => native(s, resolver, input, *devno),
+            Some(c) => compat_row(s, resolver, input, c),
         })
         .collect();
     let failed = rows.iter().any(|r| r.error.is_some());
@@ -74,14 +83,16 @@ pub fn run(s: &Settings, args: &Lookup) -> anyhow::Result<Code> {
     Ok(if failed { Code::Partial } else { Code::Ok })
 }
 
-fn native(s: &Settings, input: &OsStr) -> Row {
+fn native(s: &Settings, resolver: &Resolver, input: &OsStr, devno: Option<DevNo>) -> Row {
     let mut row = Row {
         input: input.to_string_lossy().into_owned(),
         ..Row::default()
     };
-    // `--all` inputs are kernel names; resolve them through their device numbers so that a
-    // missing /dev node (containers) does not matter.
-    match s.resolver.resolve_path(input, &s.cwd) {
+    let resolved = match devno {
+        Some(d) => resolver.resolve_devno(d),
+        None => resolver.resolve_path(input, &s.cwd),
+    };
+    match resolved {
         Ok(r) => fill(s, &mut row, r),
         Err(e) => row.error = Some(error_text(input, &e)),
     }
@@ -107,7 +118,7 @@ fn fill(s: &Settings, row: &mut Row, r: Resolution) {
     row.warnings = r.warnings;
 }
 
-fn compat_row(s: &Settings, input: &OsStr, c: Compat) -> Row {
+fn compat_row(s: &Settings, resolver: &Resolver, input: &OsStr, c: Compat) -> Row {
     let mut row = Row {
         input: input.to_string_lossy().into_owned(),
         ..Row::default()
@@ -115,7 +126,7 @@ fn compat_row(s: &Settings, input: &OsStr, c: Compat) -> Row {
     let name = match c {
         Compat::Sanlock => {
             row.compat = Some("sanlock");
-            s.resolver
+            resolver
                 .absolute(input, &s.cwd)
                 .map(|_| compat::sanlock(input, &s.config.disk_lease_dir))
         }
@@ -126,7 +137,7 @@ fn compat_row(s: &Settings, input: &OsStr, c: Compat) -> Row {
                 lvm: Some(&s.config.lvm_lockspace_dir),
                 scsi: Some(&s.config.scsi_lockspace_dir),
             };
-            compat::virtlockd(&s.resolver, input, &s.cwd, dirs)
+            compat::virtlockd(resolver, input, &s.cwd, dirs)
         }
     };
     match name {

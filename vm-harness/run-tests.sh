@@ -45,6 +45,14 @@ if [ "${VM_SKIP_DEPS:-0}" != 1 ]; then
 fi
 phase "build disklock" cargo build --bin disklock
 export DISKLOCK_BIN="$ROOT/target/debug/disklock"
+# The resolver benchmark also runs inside a guest, on real devices.
+bench_bin() {
+  DISKLOCK_BENCH_BIN=$(cargo bench -q -p disklock-naming --bench resolve --no-run --message-format=json \
+    | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)
+  [ -x "$DISKLOCK_BENCH_BIN" ]
+}
+phase "build benchmark" bench_bin
+export DISKLOCK_BENCH_BIN
 
 IMAGE_OUT=$(mktemp)
 image() {

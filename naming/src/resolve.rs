@@ -234,6 +234,7 @@ pub struct Resolver {
     root: SysRoot,
     order: Vec<Source>,
     fallback: Option<Box<dyn VpdFallback>>,
+    probe: bool,
     by_path_scan: OnceLock<HashMap<String, Vec<String>>>,
 }
 
@@ -262,6 +263,7 @@ impl Resolver {
             root,
             order: seen,
             fallback: Some(Box::new(SgIoVpd)),
+            probe: false,
             by_path_scan: OnceLock::new(),
         }
     }
@@ -270,6 +272,19 @@ impl Resolver {
     pub fn with_vpd_fallback(mut self, f: Option<Box<dyn VpdFallback>>) -> Resolver {
         self.fallback = f;
         self
+    }
+
+    /// Asks SCSI devices themselves (INQUIRY through the VPD fallback) before reading the
+    /// VPD pages the kernel cached in sysfs at scan time, which go stale if a LUN is remapped
+    /// behind a live device. Slower: one SG_IO round trip per page.
+    pub fn with_probe(mut self, probe: bool) -> Resolver {
+        self.probe = probe;
+        self
+    }
+
+    /// The key sources tried for block devices, in order.
+    pub fn order(&self) -> &[Source] {
+        &self.order
     }
 
     /// The root this resolver reads through.
@@ -585,6 +600,15 @@ impl Resolver {
             });
         }
         let device = dev.whole_dir.join("device");
+        if self.probe
+            && is_scsi_device(&device)
+            && let Some(f) = &self.fallback
+        {
+            let node = self.root.real(format!("/dev/{}", dev.whole_name()));
+            if let Some(w) = f.scsi_id_wwid(&node) {
+                return Ok(Some((w, "INQUIRY by SG_IO (--probe)".to_owned())));
+            }
+        }
         // The VPD page is the common case and proves a SCSI device by itself; only without it
         // is the device's bus looked up.
         let pg83 = read_bytes(&device.join("vpd_pg83"))?;
