@@ -7,27 +7,16 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use disklock_naming::DevNo;
-use disklock_naming::faketree::TreeBuilder;
+use disklock_naming::faketree::{TreeBuilder, captured};
 use disklock_naming::key::{md5_hex, sha256_hex};
 use serde_json::Value;
 
-const WWID: &str = "36000000000000000000000e000000001";
-const LV_DM_UUID: &str = "LVM-9xS5S9GnwIHdBe1Vj4n9Vpff2QYWefeP1olaZYbYgKb38BKnxc5Mbweh5DDeEMyO";
-const LV_UUID: &str = "1olaZY-bYgK-b38B-Knxc-5Mbw-eh5D-DeEMyO";
+const WWID: &str = captured::TGT_LUN1_WWID;
+const LV_DM_UUID: &str = captured::LV_DM_UUID;
+const LV_UUID: &str = captured::LV_UUID;
 
 fn dn(major: u32, minor: u32) -> DevNo {
     DevNo { major, minor }
-}
-
-/// The tgt LUN's VPD 0x83 page (test-rig.md §7.4): T10 vendor id, NAA 3, NAA 6.
-fn tgt_pg83() -> Vec<u8> {
-    let mut p = vec![0x00, 0x83, 0x00, 0x48, 0x02, 0x01, 0x00, 36];
-    p.extend_from_slice(format!("{:<36}", "VMHARN  lun1-id").as_bytes());
-    p.extend_from_slice(&[0x01, 0x03, 0x00, 8, 0x30, 0, 0, 1, 0, 0, 0, 1]);
-    p.extend_from_slice(&[
-        0x01, 0x03, 0x00, 16, 0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xe0, 0, 0, 0, 1,
-    ]);
-    p
 }
 
 struct Env {
@@ -71,7 +60,7 @@ fn env() -> Env {
             "sda",
             dn(8, 0),
             (0, 0, 0, 0),
-            Some(&tgt_pg83()),
+            Some(captured::TGT_LUN1_PG83),
             None,
             "VMHARN",
             "SANLUN",
@@ -116,6 +105,17 @@ fn json(out: &Output) -> Vec<Value> {
         .clone()
 }
 
+/// The rows of a run that must have succeeded.
+fn ok_json(out: &Output) -> Vec<Value> {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(out)
+}
+
 const FIELDS: [&str; 9] = [
     "input",
     "device",
@@ -140,13 +140,7 @@ fn json_rows_for_each_kind_of_disk() {
         "/dev/vda",
         "/images/guest.img",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = json(&out);
+    let rows = ok_json(&out);
     for r in &rows {
         for f in FIELDS {
             assert!(r.get(f).is_some(), "field {f} missing in {r}");
@@ -208,10 +202,7 @@ fn failures_do_not_stop_the_others() {
 #[test]
 fn table_for_people() {
     let e = env();
-    let out = e.run(&[
-        "lookup",
-        "/dev/disk/by-id/scsi-36000000000000000000000e000000001",
-    ]);
+    let out = e.run(&["lookup", &format!("/dev/disk/by-id/scsi-{WWID}")]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
@@ -265,13 +256,7 @@ fn compat_names() {
         "/dev/sda1",
         "/images/../images/guest.img",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = json(&out);
+    let rows = ok_json(&out);
     assert_eq!(rows[0]["key"], LV_UUID);
     assert_eq!(rows[0]["source"], "lvm-uuid");
     // scsi_id on a partition reports the whole disk.

@@ -15,6 +15,28 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::resolve::DevNo;
 
+/// Identity of a real device, for tests: LUN 1 of tgt 1.0.85 (`scsi_id=disklock-lun-0001`,
+/// vendor `VMHARN`, product `SANLUN`) as a Debian 6.1 QEMU guest saw it; bytes from
+/// `naming/tests/fixtures/guest-capture.txt`.
+pub mod captured {
+    /// `/sys/block/sda/device/vpd_pg83`: a T10 vendor designator padded with NULs, NAA 3, NAA 6.
+    pub const TGT_LUN1_PG83: &[u8] = &[
+        0x00, 0x83, 0x00, 0x48, 0x02, 0x01, 0x00, 0x24, b'd', b'i', b's', b'k', b'l', b'o', b'c',
+        b'k', b'-', b'l', b'u', b'n', b'-', b'0', b'0', b'0', b'1', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x03, 0x00, 0x08, 0x30, 0x00, 0x00, 0x01, 0x00, 0x00,
+        0x00, 0x01, 0x01, 0x03, 0x00, 0x10, 0x60, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0d, 0x00,
+        0x00, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x01,
+    ];
+    /// What `scsi_id --whitelisted --replace-whitespace` printed for it.
+    pub const TGT_LUN1_WWID: &str = "3600000000000000d00000c0000000001";
+    /// LVM LV observed in the same kind of guest: `lvs -o uuid` and `dm/uuid`
+    /// (shared/reference/test-rig.md §7.6).
+    pub const LV_UUID: &str = "1olaZY-bYgK-b38B-Knxc-5Mbw-eh5D-DeEMyO";
+    /// The DM uuid of [`LV_UUID`].
+    pub const LV_DM_UUID: &str =
+        "LVM-9xS5S9GnwIHdBe1Vj4n9Vpff2QYWefeP1olaZYbYgKb38BKnxc5Mbweh5DDeEMyO";
+}
+
 /// Builds files under a root directory. Inner paths are absolute (`/sys/block/sda`).
 #[derive(Debug, Clone)]
 pub struct TreeBuilder {
@@ -322,32 +344,15 @@ fn mknod(p: &Path, kind: libc::mode_t, devno: DevNo) -> io::Result<()> {
     })
 }
 
-/// Standard base64 (RFC 4648, with or without padding); `None` on any other character.
+/// Standard base64 (RFC 4648, padding optional); `None` on anything else.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let s = s.trim().trim_end_matches('=').as_bytes();
-    if s.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= val(c)? << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
+    use base64::Engine as _;
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    engine.decode(s.trim()).ok()
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
 //! The resolver against fake sysfs/udev/dev trees.
 //!
-//! Identifiers are real ones observed in QEMU guests on a tgt LUN (shared/reference/test-rig.md
-//! §7.4, §7.6, §7.7): the dm uuids of an LVM LV and of a multipath map, the scsi_id and sysfs wwid
-//! of the LUN. The VPD 0x83 page bytes are reconstructed from that section's designator list;
+//! Identifiers are real ones observed in QEMU guests on a tgt LUN (`faketree::captured`): the
+//! VPD 0x83 page and what scsi_id printed for it, the dm uuid and LV UUID of an LVM LV.
 //! `guest_capture.rs` replays a whole capture of a guest's real sysfs instead.
 //!
 //! Tests that make device nodes need root (mknod); they say so if they cannot.
@@ -10,48 +9,23 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use disklock_naming::faketree::TreeBuilder;
+use disklock_naming::faketree::{TreeBuilder, captured};
 use disklock_naming::key::sha256_hex;
 use disklock_naming::resolve::VpdFallback;
 use disklock_naming::sysroot::WalkError;
 use disklock_naming::{DevNo, ResolveError, Resolver, Source, SysRoot};
 
-const WWID: &str = "36000000000000000000000e000000001";
-const LV_DM_UUID: &str = "LVM-9xS5S9GnwIHdBe1Vj4n9Vpff2QYWefeP1olaZYbYgKb38BKnxc5Mbweh5DDeEMyO";
-const LV_UUID: &str = "1olaZY-bYgK-b38B-Knxc-5Mbw-eh5D-DeEMyO";
+const WWID: &str = captured::TGT_LUN1_WWID;
+const LV_DM_UUID: &str = captured::LV_DM_UUID;
+const LV_UUID: &str = captured::LV_UUID;
 const BY_PATH: &str = "pci-0000:00:02.0-scsi-0:0:0:0";
 
 fn dn(major: u32, minor: u32) -> DevNo {
     DevNo { major, minor }
 }
 
-/// A VPD page 0x83 from (code set, association/type byte, value) designators.
-fn vpd83(designators: &[(u8, u8, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (cs, assoc_type, v) in designators {
-        body.extend_from_slice(&[*cs, *assoc_type, 0, u8::try_from(v.len()).unwrap()]);
-        body.extend_from_slice(v);
-    }
-    let mut page = vec![0x00, 0x83];
-    page.extend_from_slice(&u16::try_from(body.len()).unwrap().to_be_bytes());
-    page.extend(body);
-    page
-}
-
-/// The tgt LUN's page as test-rig.md §7.4 lists it: T10 vendor id, NAA 3, NAA 6 (page length 0x48).
 fn tgt_pg83() -> Vec<u8> {
-    let t10 = format!("{:<36}", "VMHARN  lun1-id");
-    let p = vpd83(&[
-        (0x02, 0x01, t10.as_bytes()),
-        (0x01, 0x03, &[0x30, 0, 0, 0x01, 0, 0, 0, 0x01]),
-        (
-            0x01,
-            0x03,
-            &[0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xe0, 0, 0, 0, 0x01],
-        ),
-    ]);
-    assert_eq!(p[3], 0x48);
-    p
+    captured::TGT_LUN1_PG83.to_vec()
 }
 
 fn pg80(serial: &str) -> Vec<u8> {
