@@ -13,9 +13,12 @@
 #   kmod cpio xz-utils zstd             the image build (depmod/modprobe, packing, modules)
 #   libudev-dev pkg-config              building disklock itself (default feature "udev")
 #
-# The guest kernel, udev, multipath-tools, kpartx and liburcu8 are not installed: the image
-# build fetches their .debs with `apt-get download` (so `apt-get update` must have run,
-# which this script does).
+# The guest kernel, udev, multipath-tools, kpartx, liburcu8 and the NFS server userspace
+# (nfs-kernel-server, nfs-common and their libraries) are not installed: the image build
+# fetches their .debs with `apt-get download` (so `apt-get update` must have run, which
+# this script does). The guest network (NFS lockspace, LIO target) needs no host package
+# beyond qemu-system-x86: a hub thread in the test process and QEMU's built-in user-mode
+# networking (libslirp, a dependency of qemu-system-x86); no bridge, tap or namespace.
 set -euo pipefail
 
 PKGS=(

@@ -35,7 +35,7 @@ summary() {
   echo "=== timings"
   printf '  %s\n' "${SUMMARY[@]}"
   if [ -n "${TEST_LOG:-}" ] && [ -f "$TEST_LOG" ]; then
-    grep -E '^\[vm\] (rig .* up in|test .*: (done|FAILED) in|image built)' "$TEST_LOG" | sed 's/^/  /' || true
+    grep -E '^\[vm\] (rig .* up in|test .*: (done|FAILED) in|image built|nfs server up|MEASURED)' "$TEST_LOG" | sed 's/^/  /' || true
   fi
 }
 trap summary EXIT

@@ -20,6 +20,11 @@ export LC_ALL=C
 
 KERNEL_META=linux-image-amd64
 DEB_PKGS="udev multipath-tools kpartx liburcu8"
+# The NFS server's userspace (exportfs, rpc.mountd, rpc.nfsd) and every library it needs,
+# fetched rather than taken from the host so the image does not depend on what the host has.
+NFS_DEBS="nfs-kernel-server nfs-common libwrap0 libnfsidmap1 libtirpc3 libtirpc-common libnsl2
+  libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0 libkeyutils1 libcom-err2"
+DEB_PKGS="$DEB_PKGS $(echo $NFS_DEBS)"
 HOST_PKGS="busybox-static sg3-utils lvm2 dmsetup util-linux libc6 libudev1 libblkid1 libdevmapper1.02.1 libaio1 libjson-c5 libedit2 libsystemd0 libkmod2"
 # sg3-utils: every program of the package is small; copy them all.
 LVM_CMDS="pvcreate pvs pvscan pvdisplay pvremove pvchange pvck vgcreate vgs vgchange vgscan
@@ -29,6 +34,12 @@ UTIL_LINUX="/usr/bin/lsblk /usr/sbin/blkid /usr/bin/partx /usr/sbin/wipefs"
 # Loaded by /init at every boot, in dependency order.
 BASE_MODULES="virtio_pci virtio_scsi sd_mod sg virtio_console virtio_blk nvme dm_mod
   dm_multipath dm_round_robin dm_service_time dm_queue_length scsi_dh_alua crc32c_generic"
+# Optional groups, loaded when the kernel command line says dl.mods=GROUP,...
+GROUP_net="virtio_net"
+GROUP_nfs="nfsv4"
+GROUP_nfsd="nfsd"
+GROUP_lio="target_core_mod target_core_iblock target_core_file iscsi_target_mod"
+MODULE_GROUPS="net nfs nfsd lio"
 
 die() { echo "build-image: $*" >&2; exit 1; }
 
@@ -68,15 +79,18 @@ cmd_inputs() {
 }
 
 # ---------------------------------------------------------------------------------------
+deb_file() { # DEB_CACHE PKG VERSION -> the file apt-get download makes (or would make)
+  # apt-get download names files PKG_VERSION_ARCH.deb with ':' encoded as %3a
+  local base="${2}_${3//:/%3a}"
+  if [ -s "$1/${base}_all.deb" ]; then echo "${base}_all.deb"; else echo "${base}_amd64.deb"; fi
+}
 fetch_debs() { # DEB_CACHE PKG=VERSION...
   local cache=$1; shift
-  local want=() keep=() spec p v f
+  local want=() spec p v f
   mkdir -p "$cache"
   for spec in "$@"; do
     p=${spec%%=*}; v=${spec#*=}
-    # apt-get download names files PKG_VERSION_ARCH.deb with ':' encoded as %3a
-    f="${p}_${v//:/%3a}_amd64.deb"
-    keep+=("$f")
+    f=$(deb_file "$cache" "$p" "$v")
     [ -s "$cache/$f" ] || want+=("$p=$v")
   done
   if [ ${#want[@]} -gt 0 ]; then
@@ -85,7 +99,13 @@ fetch_debs() { # DEB_CACHE PKG=VERSION...
     chown _apt "$cache" 2>/dev/null || true
     (cd "$cache" && timeout 600 apt-get download -q "${want[@]}") || die "apt-get download failed"
   fi
-  for f in "${keep[@]}"; do [ -s "$cache/$f" ] || die "missing $cache/$f after download"; done
+  local keep=()
+  for spec in "$@"; do
+    p=${spec%%=*}; v=${spec#*=}
+    f=$(deb_file "$cache" "$p" "$v")
+    [ -s "$cache/$f" ] || die "missing $cache/$f after download"
+    keep+=("$f")
+  done
   # Drop other versions of the packages we use, so the cache does not grow forever.
   for spec in "$@"; do
     p=${spec%%=*}
@@ -121,7 +141,7 @@ cmd_build() {
   local spec f
   for spec in "${specs[@]}"; do
     p=${spec%%=*}; v=${spec#*=}
-    f="$debcache/${p}_${v//:/%3a}_amd64.deb"
+    f="$debcache/$(deb_file "$debcache" "$p" "$v")"
     if [ "$p" = "$kp" ]; then dpkg -x "$f" "$work/kernel"; else dpkg -x "$f" "$work/extra"; fi
   done
   depmod -b "$work/kernel" "$kver"
@@ -202,33 +222,60 @@ cmd_build() {
     cp "$X/lib/udev/rules.d/$r.rules" "$R/usr/lib/udev/rules.d/"
   done
 
+  # NFS server userspace (from the downloaded packages): NFSv4 only, so no rpcbind, statd
+  # or lockd helpers; nfsd's exports come from exportfs + rpc.mountd.
+  for b in exportfs rpc.mountd rpc.nfsd; do put "$X/usr/sbin/$b" "/usr/sbin/$b"; done
+  cp "$X/etc/netconfig" "$R/etc/netconfig"
+  mkdir -p "$R/var/lib/nfs/v4recovery" "$R/var/lib/nfs/rpc_pipefs" "$R/etc/exports.d" \
+    "$R/srv" "$R/var/target/pr" "$R/var/target/alua"
+  : > "$R/var/lib/nfs/etab"; : > "$R/var/lib/nfs/rmtab"; : > "$R/etc/exports"
+  printf '%s\n' '127.0.0.1 localhost' > "$R/etc/hosts"
+  printf '%s\n' 'nfs 2049/tcp' 'sunrpc 111/tcp' > "$R/etc/services"
+
   # minimal /etc (groups named by the udev rules, to keep udevd quiet)
-  echo 'root:x:0:0:root:/root:/bin/sh' > "$R/etc/passwd"
+  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' \
+    > "$R/etc/passwd"
   printf '%s\n' root:x:0: tty:x:5: disk:x:6: lp:x:7: kmem:x:15: dialout:x:20: cdrom:x:24: \
     floppy:x:25: tape:x:26: audio:x:29: video:x:44: input:x:105: kvm:x:106: render:x:107: \
-    sgx:x:108: > "$R/etc/group"
+    sgx:x:108: nogroup:x:65534: > "$R/etc/group"
   : > "$R/etc/fstab"
-  echo 'hosts: files' > "$R/etc/nsswitch.conf"
+  printf '%s\n' 'hosts: files' 'passwd: files' 'group: files' > "$R/etc/nsswitch.conf"
 
-  # ---- kernel modules: ordered insmod list, decompressed ----
+  # ---- kernel modules: ordered insmod lists per group, decompressed ----
   local MODROOT="$R/usr/lib/modules/$kver"
   mkdir -p "$MODROOT" "$R/etc/modules"
-  local m ko rel
-  for m in $BASE_MODULES; do
-    modprobe -d "$work/kernel" -S "$kver" --show-depends "$m" | awk '$1=="insmod" {print $2}'
-  done | awk '!seen[$0]++' > "$work/modules.txt"
-  [ -s "$work/modules.txt" ] || die "module resolution gave nothing"
-  : > "$R/etc/modules/base.list"
-  while read -r ko; do
-    rel=${ko#*/lib/modules/$kver/}
-    mkdir -p "$(dirname "$MODROOT/$rel")"
-    case $ko in
-      *.ko.xz) rel=${rel%.xz}; xz -dc "$ko" > "$MODROOT/$rel";;
-      *.ko.zst) rel=${rel%.zst}; zstd -qdc "$ko" > "$MODROOT/$rel";;
-      *) cp "$ko" "$MODROOT/$rel";;
-    esac
-    echo "/usr/lib/modules/$kver/$rel" >> "$R/etc/modules/base.list"
-  done < "$work/modules.txt"
+  module_group() { # GROUP MODULE... -> /etc/modules/GROUP.list (without what base loads)
+    local group=$1 m ko rel; shift
+    for m in "$@"; do
+      modprobe -d "$work/kernel" -S "$kver" --show-depends "$m" | awk '$1=="insmod" {print $2}'
+    done | awk '!seen[$0]++' > "$work/modules-$group.txt"
+    [ -s "$work/modules-$group.txt" ] || die "module resolution for group $group gave nothing"
+    : > "$R/etc/modules/$group.list"
+    while read -r ko; do
+      rel=${ko#*/lib/modules/$kver/}
+      case $ko in *.ko.xz|*.ko.zst) rel=${rel%.*};; esac
+      if [ "$group" != base ] && grep -qx "/usr/lib/modules/$kver/$rel" "$R/etc/modules/base.list"; then
+        continue
+      fi
+      mkdir -p "$(dirname "$MODROOT/$rel")"
+      if [ ! -e "$MODROOT/$rel" ]; then
+        case $ko in
+          *.ko.xz) xz -dc "$ko" > "$MODROOT/$rel";;
+          *.ko.zst) zstd -qdc "$ko" > "$MODROOT/$rel";;
+          *) cp "$ko" "$MODROOT/$rel";;
+        esac
+      fi
+      echo "/usr/lib/modules/$kver/$rel" >> "$R/etc/modules/$group.list"
+    done < "$work/modules-$group.txt"
+  }
+  # shellcheck disable=SC2086
+  module_group base $BASE_MODULES
+  local g mods
+  for g in $MODULE_GROUPS; do
+    eval "mods=\$GROUP_$g"
+    # shellcheck disable=SC2086
+    module_group "$g" $mods
+  done
 
   # ---- /init, version stamps ----
   install -m 0755 "$init" "$R/init"
@@ -246,7 +293,7 @@ cmd_build() {
   (cd "$R" && find . -mindepth 1 | sort | cpio -o -H newc --quiet --reproducible -R 0:0) > "$out/base.cpio"
   (cd "$R" && find . -mindepth 1 | sort) > "$out/contents.txt"
   local nmod
-  nmod=$(wc -l < "$R/etc/modules/base.list")
+  nmod=$(cat "$R"/etc/modules/*.list | wc -l)
   rm -rf "$work"
   echo "[$((SECONDS - t0))s] built: vmlinux $(du -h "$out/vmlinux" | cut -f1), base.cpio $(du -h "$out/base.cpio" | cut -f1), $nmod modules"
 }

@@ -108,6 +108,18 @@ pub enum Error {
         message: String,
     },
 
+    /// A QMP command to a guest's QEMU failed.
+    #[error("{host}: QMP {command}: {source}")]
+    Qmp {
+        /// Host name.
+        host: String,
+        /// The QMP command.
+        command: String,
+        /// What went wrong.
+        #[source]
+        source: crate::qmp::QmpError,
+    },
+
     /// A fixture manifest line is malformed.
     #[error("manifest line {line}: {message}")]
     Manifest {

@@ -8,9 +8,13 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use crate::channel::{ChanError, Channel, Hello, Output};
 use crate::error::{Error, IoContext, Result};
+use crate::net::Port;
 use crate::process::{Guarded, Registry, tail};
+use crate::qmp;
 
 /// A disk local to one host (not on the SAN), backed by a sparse file in the run dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +33,19 @@ pub(crate) struct SanDrive {
     pub url: String,
 }
 
+/// A guest's network card (virtio-net, netdev id `net0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Nic {
+    /// On the rig's hub (see `net.rs`), with a static address `ip` (`A.B.C.D/24`).
+    Hub { port: Port, mac: String, ip: String },
+    /// QEMU user-mode networking, restricted (no way out), with TCP forwards from
+    /// 127.0.0.1:`host` to the guest's `guest` port; the guest is 10.0.2.15.
+    User { forwards: Vec<(u16, u16)> },
+}
+
+/// The guest's address with user-mode networking.
+pub(crate) const USER_NET_GUEST_IP: &str = "10.0.2.15";
+
 /// Everything needed to start one guest.
 #[derive(Debug, Clone)]
 pub(crate) struct HostSpec {
@@ -40,6 +57,7 @@ pub(crate) struct HostSpec {
     pub nvme: Vec<LocalDisk>,
     pub virtio: Vec<LocalDisk>,
     pub module_groups: Vec<String>,
+    pub nic: Option<Nic>,
     pub boot_timeout: Duration,
     pub step_timeout: Duration,
 }
@@ -76,6 +94,11 @@ impl HostSpec {
         if !self.module_groups.is_empty() {
             append.push_str(&format!(" dl.mods={}", self.module_groups.join(",")));
         }
+        match &self.nic {
+            Some(Nic::Hub { ip, .. }) => append.push_str(&format!(" dl.ip={ip}")),
+            Some(Nic::User { .. }) => append.push_str(&format!(" dl.ip={USER_NET_GUEST_IP}/24")),
+            None => {}
+        }
         let d = |p: &Path| p.display().to_string();
         let mut a: Vec<String> = [
             "-accel",
@@ -85,8 +108,6 @@ impl HostSpec {
             "-nodefaults",
             "-no-reboot",
             "-display",
-            "none",
-            "-nic",
             "none",
             "-m",
         ]
@@ -115,7 +136,40 @@ impl HostSpec {
             "virtio-serial-pci".into(),
             "-device".into(),
             "virtserialport,chardev=ctl,name=dl.ctl".into(),
+            "-qmp".into(),
+            format!(
+                "unix:{},server=on,wait=off",
+                d(&dir.join(format!("{}.qmp", self.name)))
+            ),
         ]);
+        match &self.nic {
+            None => a.extend(["-nic".into(), "none".into()]),
+            Some(Nic::Hub { port, mac, .. }) => a.extend([
+                "-netdev".into(),
+                format!(
+                    "dgram,id=net0,local.type=unix,local.path={},remote.type=unix,remote.path={}",
+                    d(&port.guest),
+                    d(&port.hub)
+                ),
+                "-device".into(),
+                // romfile=: no PXE option ROM (the kernel boots directly)
+                format!("virtio-net-pci,netdev=net0,id=nic0,mac={mac},romfile="),
+            ]),
+            Some(Nic::User { forwards }) => {
+                let mut netdev = String::from("user,id=net0,net=10.0.2.0/24,restrict=on");
+                for (host, guest) in forwards {
+                    netdev.push_str(&format!(
+                        ",hostfwd=tcp:127.0.0.1:{host}-{USER_NET_GUEST_IP}:{guest}"
+                    ));
+                }
+                a.extend([
+                    "-netdev".into(),
+                    netdev,
+                    "-device".into(),
+                    "virtio-net-pci,netdev=net0,id=nic0,romfile=".into(),
+                ]);
+            }
+        }
         if !self.san.is_empty() {
             a.extend([
                 "-iscsi".into(),
@@ -127,9 +181,9 @@ impl HostSpec {
         for (k, drive) in self.san.iter().enumerate() {
             a.extend([
                 "-drive".into(),
-                format!("file={},if=none,id=san{k},format=raw,cache=none", drive.url),
+                san_drive_opts(k, drive),
                 "-device".into(),
-                format!("scsi-block,drive=san{k},bus=scsi0.0,channel=0,scsi-id={k},lun=0"),
+                san_device_opts(k),
             ]);
         }
         for (k, disk) in self.nvme.iter().enumerate() {
@@ -162,6 +216,16 @@ impl HostSpec {
     }
 }
 
+/// `-drive` options of SAN path `k` (also what `drive_add` gets when a path comes back).
+fn san_drive_opts(k: usize, drive: &SanDrive) -> String {
+    format!("file={},if=none,id=san{k},format=raw,cache=none", drive.url)
+}
+
+/// `-device` options of SAN path `k`: SCSI target `k` on the one virtio-scsi bus.
+fn san_device_opts(k: usize) -> String {
+    format!("scsi-block,drive=san{k},bus=scsi0.0,channel=0,scsi-id={k},lun=0,id=sanpath{k}")
+}
+
 /// A guest whose QEMU runs but which has not said HELLO yet.
 #[derive(Debug)]
 pub(crate) struct Booting {
@@ -172,6 +236,7 @@ pub(crate) struct Booting {
     console: PathBuf,
     qemu_log: PathBuf,
     sock: PathBuf,
+    qmp: PathBuf,
 }
 
 fn console_tail(console: &Path, qemu_log: &Path) -> String {
@@ -210,6 +275,8 @@ impl Booting {
             .io_context(|| "non-blocking listener".into())?;
         let console = dir.join(format!("{}.console.log", spec.name));
         let qemu_log = dir.join(format!("{}.qemu.log", spec.name));
+        let qmp = dir.join(format!("{}.qmp", spec.name));
+        let _ = fs::remove_file(&qmp);
         let log = fs::File::create(&qemu_log)
             .io_context(|| format!("creating {}", qemu_log.display()))?;
         let log2 = log.try_clone().io_context(|| "duplicating log fd".into())?;
@@ -229,6 +296,7 @@ impl Booting {
             console,
             qemu_log,
             sock,
+            qmp,
         })
     }
 
@@ -326,6 +394,7 @@ impl Booting {
             console: self.console,
             qemu_log: self.qemu_log,
             sock: self.sock,
+            qmp: self.qmp,
             qemu: Mutex::new(self.qemu),
             chan: Mutex::new(Some(chan)),
             hello,
@@ -343,6 +412,7 @@ pub struct Host {
     console: PathBuf,
     qemu_log: PathBuf,
     sock: PathBuf,
+    qmp: PathBuf,
     qemu: Mutex<Guarded>,
     chan: Mutex<Option<Channel>>,
     hello: Hello,
@@ -683,6 +753,137 @@ impl Host {
     }
 }
 
+impl Host {
+    /// The QMP socket of this guest's QEMU.
+    pub fn qmp_socket(&self) -> &Path {
+        &self.qmp
+    }
+
+    /// Run a QMP command on this guest's QEMU (`arguments` may be `Value::Null`).
+    pub fn qmp(&self, command: &str, arguments: serde_json::Value) -> Result<serde_json::Value> {
+        qmp::execute(&self.qmp, command, arguments, Duration::from_secs(30)).map_err(|source| {
+            Error::Qmp {
+                host: self.name().to_owned(),
+                command: command.to_owned(),
+                source,
+            }
+        })
+    }
+
+    /// The guest's address on the rig network (`10.77.0.N`), if it has a NIC on the hub.
+    pub fn address(&self) -> Option<&str> {
+        match &self.spec.nic {
+            Some(Nic::Hub { ip, .. }) => ip.split('/').next(),
+            _ => None,
+        }
+    }
+
+    /// Fault: unplug (`false`) or replug (`true`) the guest's network cable: QMP
+    /// `set_link net0`. The guest sees the carrier go; frames in both directions are
+    /// dropped by QEMU while the link is down.
+    pub fn set_link(&self, up: bool) -> Result<()> {
+        if self.spec.nic.is_none() {
+            return Err(Error::Config(format!(
+                "{} has no network card",
+                self.name()
+            )));
+        }
+        self.qmp("set_link", json!({"name": "net0", "up": up}))?;
+        Ok(())
+    }
+
+    fn san_index(&self, lun: u32, path: u32) -> Result<(usize, &SanDrive)> {
+        self.spec
+            .san
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.lun == lun && d.path == path)
+            .ok_or_else(|| {
+                Error::Config(format!("{} has no path {path} to LUN {lun}", self.name()))
+            })
+    }
+
+    /// Wait (in the guest, up to 30 s) until SCSI device `0:0:k:0` is present or gone.
+    fn wait_scsi(&self, k: usize, present: bool) -> Result<()> {
+        let (test, what) = if present {
+            (
+                format!("ls /sys/bus/scsi/devices/0:0:{k}:0/block/ >/dev/null 2>&1"),
+                "appear",
+            )
+        } else {
+            (format!("[ ! -e /sys/bus/scsi/devices/0:0:{k}:0 ]"), "go")
+        };
+        let settle = if self.spec.udev {
+            "udevadm settle --timeout=30"
+        } else {
+            "mdev -s"
+        };
+        self.run_ok(&format!(
+            "i=0; until {test}; do\n\
+               [ $i -ge 300 ] && {{ echo 'SCSI device 0:0:{k}:0 did not {what} within 30 s' >&2; exit 1; }}\n\
+               usleep 100000; i=$((i + 1))\n\
+             done\n{settle}"
+        ))?;
+        Ok(())
+    }
+
+    /// Fault: remove SAN path `path` to `lun` as if its cable were pulled: the
+    /// `scsi-block` device is hot-unplugged through QMP (`device_del`), so the guest
+    /// loses the SCSI device, and QEMU closes that path's iSCSI session. Returns when the
+    /// guest no longer sees the device and QEMU has released the drive.
+    pub fn drop_path(&self, lun: u32, path: u32) -> Result<()> {
+        let (k, _) = self.san_index(lun, path)?;
+        self.qmp("device_del", json!({"id": format!("sanpath{k}")}))?;
+        self.wait_scsi(k, false)?;
+        let drive = format!("san{k}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let blocks = self.qmp("query-block", serde_json::Value::Null)?;
+            let present = blocks.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|b| b.get("device").and_then(|d| d.as_str()) == Some(drive.as_str()))
+            });
+            if !present {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(self.unexpected(format!(
+                    "QEMU still has drive {drive} 30 s after its device was unplugged"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Undo [`Host::drop_path`]: a new iSCSI session (`drive_add`) and a hot-plugged
+    /// `scsi-block` device at the same SCSI address. Returns when the guest sees the disk
+    /// (its kernel name may differ from before; see [`Host::lun_disk`]).
+    pub fn restore_path(&self, lun: u32, path: u32) -> Result<()> {
+        let (k, drive) = self.san_index(lun, path)?;
+        let out = self.qmp(
+            "human-monitor-command",
+            json!({"command-line": format!("drive_add 0 {}", san_drive_opts(k, drive))}),
+        )?;
+        let text = out.as_str().unwrap_or_default();
+        if !text.trim().starts_with("OK") {
+            return Err(self.unexpected(format!("drive_add san{k}: {text:?}")));
+        }
+        self.qmp(
+            "device_add",
+            json!({
+                "driver": "scsi-block",
+                "drive": format!("san{k}"),
+                "bus": "scsi0.0",
+                "channel": 0,
+                "scsi-id": k,
+                "lun": 0,
+                "id": format!("sanpath{k}"),
+            }),
+        )?;
+        self.wait_scsi(k, true)
+    }
+}
+
 fn first_line(script: &str) -> String {
     let line = script.lines().next().unwrap_or_default();
     let mut s: String = line.chars().take(80).collect();
@@ -696,6 +897,7 @@ impl Drop for Host {
     fn drop(&mut self) {
         lock(&self.qemu).kill();
         let _ = fs::remove_file(&self.sock);
+        let _ = fs::remove_file(&self.qmp);
     }
 }
 
@@ -730,6 +932,7 @@ mod tests {
                 size_mib: 8,
             }],
             module_groups: vec![],
+            nic: None,
             boot_timeout: Duration::from_secs(1),
             step_timeout: Duration::from_secs(1),
         }
@@ -763,6 +966,48 @@ mod tests {
             joined.ends_with("virtio-blk-pci,drive=vd0"),
             "virtio disk without serial: {joined}"
         );
+    }
+
+    #[test]
+    fn qemu_command_line_networks() {
+        let mut s = spec();
+        let joined = s
+            .qemu_args(Path::new("/r"), Path::new("/k"), Path::new("/i"))
+            .join(" ");
+        assert!(joined.contains("-nic none"), "{joined}");
+        assert!(joined.contains("-qmp unix:/r/host0.qmp,server=on,wait=off"));
+        assert!(joined.contains("lun=0,id=sanpath1"), "{joined}");
+        s.nic = Some(Nic::Hub {
+            port: Port {
+                hub: PathBuf::from("/r/net-hub1.sock"),
+                guest: PathBuf::from("/r/host0.net.sock"),
+            },
+            mac: "52:54:00:77:00:10".into(),
+            ip: "10.77.0.10/24".into(),
+        });
+        let joined = s
+            .qemu_args(Path::new("/r"), Path::new("/k"), Path::new("/i"))
+            .join(" ");
+        assert!(!joined.contains("-nic none"), "{joined}");
+        for want in [
+            "dl.ip=10.77.0.10/24",
+            "-netdev dgram,id=net0,local.type=unix,local.path=/r/host0.net.sock,remote.type=unix,remote.path=/r/net-hub1.sock",
+            "virtio-net-pci,netdev=net0,id=nic0,mac=52:54:00:77:00:10,romfile=",
+        ] {
+            assert!(joined.contains(want), "missing {want:?} in {joined}");
+        }
+        s.nic = Some(Nic::User {
+            forwards: vec![(4321, 3260)],
+        });
+        let joined = s
+            .qemu_args(Path::new("/r"), Path::new("/k"), Path::new("/i"))
+            .join(" ");
+        for want in [
+            "dl.ip=10.0.2.15/24",
+            "user,id=net0,net=10.0.2.0/24,restrict=on,hostfwd=tcp:127.0.0.1:4321-10.0.2.15:3260",
+        ] {
+            assert!(joined.contains(want), "missing {want:?} in {joined}");
+        }
     }
 
     #[test]

@@ -143,6 +143,7 @@ impl Image {
         let key = cache_key(&inputs, BUILD_SCRIPT, GUEST_INIT);
         let dir = cache.join(format!("image-{key}"));
         if dir.join(READY_FILE).is_file() {
+            mark_used(&dir);
             return Ok((Self::open(&dir)?, Provenance::Reused));
         }
         let lock_path = cache.join("build.lock");
@@ -193,11 +194,13 @@ impl Image {
         let _ = fs::rename(&log, tmp.join("build.log"));
         fs::rename(&tmp, &dir)
             .io_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
-        // Drop entries of other keys: they were built from inputs that no longer hold.
+        // Drop entries of other keys: they were built from inputs that no longer hold,
+        // unless one was used recently (another checkout on this machine, e.g. a test run
+        // of an older tree, may still be using it).
         if let Ok(entries) = fs::read_dir(cache) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with("image-") && e.path() != dir {
+                if name.starts_with("image-") && e.path() != dir && !used_recently(&e.path()) {
                     let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
                 }
             }
@@ -214,6 +217,26 @@ impl Image {
             .map(|l| l.trim_start_matches("./").to_owned())
             .collect())
     }
+}
+
+/// How long an image entry of another key survives its last use.
+const KEEP_UNUSED: Duration = Duration::from_secs(6 * 3600);
+
+/// Record a use of a cache entry (the READY file's modification time).
+fn mark_used(dir: &Path) {
+    if let Ok(f) = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(READY_FILE))
+    {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Whether a finished cache entry was used within [`KEEP_UNUSED`].
+fn used_recently(dir: &Path) -> bool {
+    fs::metadata(dir.join(READY_FILE))
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < KEEP_UNUSED))
 }
 
 /// Shared libraries an ELF program needs, per `ldd` (empty for a static program).
@@ -368,6 +391,24 @@ mod tests {
         assert_ne!(k, cache_key("a", "b", "c2"));
         // no ambiguity from concatenation
         assert_ne!(cache_key("ab", "", "c"), cache_key("a", "b", "c"));
+    }
+
+    #[test]
+    fn entries_in_use_survive_pruning() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join(READY_FILE);
+        assert!(!used_recently(dir.path()), "no READY: not an entry in use");
+        fs::write(&ready, "k\n").unwrap();
+        let old = std::time::SystemTime::now() - KEEP_UNUSED - Duration::from_secs(60);
+        fs::File::options()
+            .append(true)
+            .open(&ready)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(!used_recently(dir.path()));
+        mark_used(dir.path());
+        assert!(used_recently(dir.path()));
     }
 
     #[test]

@@ -31,16 +31,32 @@
 //! # }
 //! ```
 //!
+//! More pieces, each opt-in:
+//!
+//! - [`RigBuilder::nfs`]: an NFS server guest (kernel nfsd, NFSv4.x only, lease and
+//!   grace time 10 s) exporting a tmpfs that every host has mounted at
+//!   [`LOCKSPACE_MOUNT`]; guests talk over a private Ethernet hub (`10.77.0.0/24`) that
+//!   relays QEMU `-netdev dgram` frames between Unix sockets in the run directory.
+//! - [`RigBuilder::target_kind`]`(`[`TargetKind::Lio`]`)`: the SAN target is the
+//!   kernel's LIO in a guest, configured through configfs, reached by the hosts' QEMU
+//!   iSCSI clients through a user-mode port forward on 127.0.0.1; it has full SPC-4
+//!   persistent reservations (PREEMPT AND ABORT, APTPL, READ FULL STATUS).
+//! - Faults through each guest's QMP socket: [`Host::drop_path`] / [`Host::restore_path`]
+//!   (hot-unplug and replug one SAN path) and [`Host::set_link`] (cut a host off the
+//!   network and reconnect it).
+//! - [`RigBuilder::program`] puts any host program into the guests, e.g. the crate's
+//!   `fcntl-lock` helper (virtlockd's lock: F_SETLK on byte 0, length 1).
+//!
 //! Needs root, the packages `scripts/vm-deps.sh` installs, and about 100 MB in the cache.
-//! Everything the rig starts (tgtd, QEMU) is killed when the [`Rig`] is dropped, also
-//! while a test panics; a run directory left by a process that was killed outright is
-//! swept by the next rig.
+//! Everything the rig starts (tgtd, QEMU, the hub thread) is stopped when the [`Rig`] is
+//! dropped, also while a test panics; a run directory left by a process that was killed
+//! outright is swept by the next rig.
 //!
 //! What it does not do: KVM (it crashes QEMU on the machines this runs on, so guests run
-//! under TCG, about 5 s per boot, 5–8 s with udev); networking between guests (no NFS
-//! server or LIO target in a guest yet); persistent reservations across a target restart
-//! (tgt keeps them in memory only); PREEMPT AND ABORT, APTPL and READ FULL STATUS (tgt
-//! lacks them).
+//! under TCG, about 5 s per boot, 5–8 s with udev, 7–12 s when three boot at once);
+//! persistent reservations across a tgtd restart (tgt keeps them in memory only; a LIO
+//! target restart is not offered yet); PREEMPT AND ABORT, APTPL and READ FULL STATUS on
+//! tgt (use LIO).
 
 #![forbid(unsafe_code)]
 
@@ -51,7 +67,11 @@ pub mod cpio;
 mod error;
 mod host;
 pub mod image;
+mod lio;
+mod net;
+pub mod nfs;
 mod process;
+pub mod qmp;
 mod rig;
 mod target;
 
@@ -59,6 +79,9 @@ pub use channel::{Hello, Output};
 pub use error::{Error, Result};
 pub use host::{Host, LocalDisk, LogicalVolume, MultipathMap, shell_quote};
 pub use image::{Image, Overlay, Provenance};
+pub use lio::{LioTarget, TargetKind};
+pub use net::SUBNET;
+pub use nfs::{LOCKSPACE_MOUNT, NFS_EXPORT, NfsServer};
 pub use rig::{
     DEFAULT_RUN_ROOT, GUEST_DISKLOCK, INITIATOR_PREFIX, Rig, RigBuilder, TARGET_IQN, note, timed,
 };

@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::host::{Booting, Host, HostSpec, LocalDisk, SanDrive};
+use crate::host::{Booting, Host, HostSpec, LocalDisk, Nic, SanDrive};
 use crate::image::{Image, Overlay, Provenance};
+use crate::lio::{LioTarget, TargetKind, backing_serial};
+use crate::net::Hub;
+use crate::nfs::{self, NfsServer};
 use crate::process::RunDir;
-use crate::target::{Lun, Target};
+use crate::target::{Lun, Target, free_port};
 
 /// IQN of every rig's target (each rig has its own tgtd, so they do not clash).
 pub const TARGET_IQN: &str = "iqn.2026-01.org.disklock.vm:san";
@@ -46,7 +49,10 @@ pub struct RigBuilder {
     nvme: Vec<LocalDisk>,
     virtio: Vec<LocalDisk>,
     disklock: Option<PathBuf>,
+    programs: Vec<(PathBuf, String)>,
     files: Vec<(String, u32, Vec<u8>)>,
+    nfs: bool,
+    target_kind: TargetKind,
     module_groups: Vec<String>,
     boot_timeout: Duration,
     step_timeout: Duration,
@@ -69,7 +75,10 @@ impl Default for RigBuilder {
             disklock: std::env::var_os("DISKLOCK_BIN")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
+            programs: Vec::new(),
             files: Vec::new(),
+            nfs: false,
+            target_kind: TargetKind::Tgt,
             module_groups: Vec::new(),
             boot_timeout: Duration::from_secs(180),
             step_timeout: Duration::from_secs(90),
@@ -144,6 +153,23 @@ impl RigBuilder {
         self.disklock = Some(path.into());
         self
     }
+    /// Put a host program (and the libraries it needs) into every guest at `guest_path`.
+    pub fn program(mut self, host_path: impl Into<PathBuf>, guest_path: &str) -> Self {
+        self.programs
+            .push((host_path.into(), guest_path.to_owned()));
+        self
+    }
+    /// Add an NFS server guest exporting a shared lockspace that every host mounts at
+    /// [`nfs::LOCKSPACE_MOUNT`]; hosts and server share a private network (10.77.0.0/24).
+    pub fn nfs(mut self, on: bool) -> Self {
+        self.nfs = on;
+        self
+    }
+    /// The SAN target: tgtd on the host (default) or LIO in a guest.
+    pub fn target_kind(mut self, kind: TargetKind) -> Self {
+        self.target_kind = kind;
+        self
+    }
     /// Put a file into every guest.
     pub fn file(mut self, guest_path: &str, perm: u32, body: impl Into<Vec<u8>>) -> Self {
         self.files.push((guest_path.to_owned(), perm, body.into()));
@@ -202,6 +228,15 @@ impl RigBuilder {
                 self.name
             )));
         }
+        if let Some((p, _)) = self.programs.iter().find(|(p, _)| !p.is_file()) {
+            return Err(Error::Config(format!(
+                "program {} does not exist",
+                p.display()
+            )));
+        }
+        if self.target_kind == TargetKind::Lio && self.luns == 0 {
+            return Err(Error::Config("a LIO target needs at least one LUN".into()));
+        }
         if let Some(p) = &self.disklock
             && !p.is_file()
         {
@@ -233,13 +268,13 @@ impl RigBuilder {
         let luns: Vec<Lun> = (1..=self.luns)
             .map(|n| Lun::new(n, run.path(), self.lun_size_mib))
             .collect();
-        let t = Instant::now();
-        let target = Target::start(run.path(), registry.clone(), TARGET_IQN.to_owned(), luns)?;
-        let tgt_time = t.elapsed();
 
         let mut overlay = Overlay::new(&image)?;
         if let Some(bin) = &self.disklock {
             overlay.add_program(bin, GUEST_DISKLOCK)?;
+        }
+        for (host_path, guest_path) in &self.programs {
+            overlay.add_program(host_path, guest_path)?;
         }
         for (path, perm, body) in &self.files {
             overlay.add_bytes(path, *perm, body);
@@ -247,27 +282,132 @@ impl RigBuilder {
         let initrd = run.path().join("initrd.cpio");
         overlay.write_initrd(&image.base_cpio, &initrd)?;
 
-        let mut san = Vec::new();
+        let host_names: Vec<String> = (0..self.hosts).map(|i| format!("host{i}")).collect();
+        let initiators: Vec<String> = host_names
+            .iter()
+            .map(|n| format!("{INITIATOR_PREFIX}{n}"))
+            .collect();
+        // the hub: port 0 is the NFS server, port 1 + i is host i
+        let hub = if self.nfs {
+            let mut names = vec!["nfs".to_owned()];
+            names.extend(host_names.iter().cloned());
+            Some(Hub::start(run.path(), &names)?)
+        } else {
+            None
+        };
+        let service_spec = |name: &str, mods: &[&str], nic: Nic, virtio: Vec<LocalDisk>| HostSpec {
+            name: name.to_owned(),
+            initiator: format!("{INITIATOR_PREFIX}{name}"),
+            memory_mib: self.memory_mib,
+            udev: false,
+            san: Vec::new(),
+            nvme: Vec::new(),
+            virtio,
+            module_groups: mods.iter().map(|m| (*m).to_owned()).collect(),
+            nic: Some(nic),
+            boot_timeout: self.boot_timeout,
+            step_timeout: self.step_timeout,
+        };
+
+        // Service guests boot first, in parallel: the hosts' QEMU opens its iSCSI
+        // sessions at start, so a LIO target must be serving before they launch.
+        let t = Instant::now();
+        let nfs_boot = match &hub {
+            Some(hub) => {
+                let port = hub
+                    .port(0)
+                    .cloned()
+                    .ok_or_else(|| Error::Config("hub".into()))?;
+                let nic = Nic::Hub {
+                    port,
+                    mac: "52:54:00:77:00:01".into(),
+                    ip: format!("{}/24", nfs::server_address()),
+                };
+                Some(Booting::launch(
+                    service_spec("nfs", &["net", "nfsd"], nic, Vec::new()),
+                    run.path(),
+                    &image.vmlinux,
+                    &initrd,
+                    &registry,
+                )?)
+            }
+            None => None,
+        };
+        let san = match self.target_kind {
+            TargetKind::Tgt => San::Tgt(Target::start(
+                run.path(),
+                registry.clone(),
+                TARGET_IQN.to_owned(),
+                luns,
+            )?),
+            TargetKind::Lio => {
+                let port = free_port()?;
+                let disks = luns
+                    .iter()
+                    .map(|l| LocalDisk {
+                        serial: Some(backing_serial(l.number)),
+                        size_mib: l.size_mib,
+                    })
+                    .collect();
+                let nic = Nic::User {
+                    forwards: vec![(port, 3260)],
+                };
+                let guest = Booting::launch(
+                    service_spec("lio", &["net", "lio"], nic, disks),
+                    run.path(),
+                    &image.vmlinux,
+                    &initrd,
+                    &registry,
+                )?
+                .wait_ready()?;
+                San::Lio(Box::new(LioTarget::start(
+                    guest,
+                    TARGET_IQN.to_owned(),
+                    port,
+                    luns,
+                    &initiators,
+                )?))
+            }
+        };
+        let san_time = t.elapsed();
+
+        let mut drives = Vec::new();
         for lun in 1..=self.luns {
             for path in 0..self.paths_for(lun) {
-                san.push(SanDrive {
+                drives.push(SanDrive {
                     lun,
                     path,
-                    url: target.url(lun),
+                    url: san.url(lun),
                 });
             }
         }
         let mut booting = Vec::new();
-        for i in 0..self.hosts {
+        for (i, name) in host_names.iter().enumerate() {
+            let nic = match &hub {
+                Some(hub) => Some(Nic::Hub {
+                    port: hub
+                        .port(i + 1)
+                        .cloned()
+                        .ok_or_else(|| Error::Config("hub".into()))?,
+                    mac: format!("52:54:00:77:00:{:02x}", 0x10 + i),
+                    ip: format!("{}/24", nfs::host_address(i)),
+                }),
+                None => None,
+            };
+            let mut mods = self.module_groups.clone();
+            if self.nfs {
+                mods.extend(["net".to_owned(), "nfs".to_owned()]);
+            }
             let spec = HostSpec {
-                name: format!("host{i}"),
-                initiator: format!("{INITIATOR_PREFIX}host{i}"),
+                name: name.clone(),
+                initiator: initiators[i].clone(),
                 memory_mib: self.memory_mib,
                 udev: self.udev,
-                san: san.clone(),
+                san: drives.clone(),
                 nvme: self.nvme.clone(),
                 virtio: self.virtio.clone(),
-                module_groups: self.module_groups.clone(),
+                module_groups: mods,
+                nic,
                 boot_timeout: self.boot_timeout,
                 step_timeout: self.step_timeout,
             };
@@ -279,12 +419,50 @@ impl RigBuilder {
                 &registry,
             )?);
         }
+        let nfs_server = match nfs_boot {
+            Some(b) => {
+                let guest = b.wait_ready()?;
+                let t = Instant::now();
+                let server = NfsServer::start(guest)?;
+                note(format!(
+                    "nfs server up ({}), nfsd started in {:.2} s",
+                    server.versions(),
+                    t.elapsed().as_secs_f64()
+                ));
+                Some(server)
+            }
+            None => None,
+        };
         let mut hosts = Vec::new();
         for b in booting {
             hosts.push(b.wait_ready()?);
         }
+        if nfs_server.is_some() {
+            let t = Instant::now();
+            std::thread::scope(|s| -> Result<()> {
+                let jobs: Vec<_> = hosts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        s.spawn(move || h.run_ok(&nfs::mount_script(&nfs::host_address(i))))
+                    })
+                    .collect();
+                for j in jobs {
+                    j.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+                }
+                Ok(())
+            })?;
+            note(format!(
+                "{} mounted on {} host(s) in {:.2} s",
+                nfs::LOCKSPACE_MOUNT,
+                hosts.len(),
+                t.elapsed().as_secs_f64()
+            ));
+        }
         let boots: Vec<String> = hosts
             .iter()
+            .chain(nfs_server.as_ref().map(NfsServer::host))
+            .chain(san.guest())
             .map(|h| {
                 format!(
                     "{} {:.2} s (guest uptime {:.2} s)",
@@ -295,18 +473,25 @@ impl RigBuilder {
             })
             .collect();
         note(format!(
-            "rig {} up in {:.2} s: tgtd {:.2} s, {} LUN(s), {} path(s) per host{}; boot {}",
+            "rig {} up in {:.2} s: {} {:.2} s, {} LUN(s), {} path(s) per host{}{}; boot {}",
             self.name,
             t0.elapsed().as_secs_f64(),
-            tgt_time.as_secs_f64(),
+            match san {
+                San::Tgt(_) => "tgtd",
+                San::Lio(_) => "LIO guest",
+            },
+            san_time.as_secs_f64(),
             self.luns,
-            san.len(),
+            drives.len(),
             if self.udev { ", udev" } else { "" },
+            if self.nfs { ", NFS lockspace" } else { "" },
             boots.join(", ")
         ));
         Ok(Rig {
             hosts,
-            target,
+            nfs: nfs_server,
+            san,
+            hub,
             image,
             name: self.name,
             with_disklock: self.disklock.is_some(),
@@ -316,13 +501,38 @@ impl RigBuilder {
     }
 }
 
+/// The rig's SAN target.
+#[derive(Debug)]
+enum San {
+    Tgt(Target),
+    Lio(Box<LioTarget>),
+}
+
+impl San {
+    fn url(&self, lun: u32) -> String {
+        match self {
+            San::Tgt(t) => t.url(lun),
+            San::Lio(l) => l.url(lun),
+        }
+    }
+
+    fn guest(&self) -> Option<&Host> {
+        match self {
+            San::Tgt(_) => None,
+            San::Lio(l) => Some(l.host()),
+        }
+    }
+}
+
 /// A running SAN rig. Dropping it kills every QEMU and tgtd and removes the run
 /// directory (kept, with every console log printed, when the thread is panicking).
 #[derive(Debug)]
 pub struct Rig {
-    // drop order: hosts (QEMU) first, then the target, then the directory
+    // drop order: hosts (QEMU) first, then the servers, the hub, then the directory
     hosts: Vec<Host>,
-    target: Target,
+    nfs: Option<NfsServer>,
+    san: San,
+    hub: Option<Hub>,
     image: Image,
     name: String,
     with_disklock: bool,
@@ -353,14 +563,50 @@ impl Rig {
         &self.hosts
     }
 
-    /// The SAN target.
+    /// The SAN target when it is tgtd. Panics on a LIO rig (see [`Rig::lio`]).
     pub fn target(&self) -> &Target {
-        &self.target
+        match &self.san {
+            San::Tgt(t) => t,
+            San::Lio(_) => panic!("rig {} uses a LIO target: use rig.lio()", self.name),
+        }
+    }
+
+    /// The SAN target when it is LIO. Panics on a tgtd rig (see [`Rig::target`]).
+    pub fn lio(&self) -> &LioTarget {
+        match &self.san {
+            San::Lio(l) => l,
+            San::Tgt(_) => panic!("rig {} uses tgtd: use rig.target()", self.name),
+        }
+    }
+
+    /// Which kind of target the rig runs.
+    pub fn target_kind(&self) -> TargetKind {
+        match self.san {
+            San::Tgt(_) => TargetKind::Tgt,
+            San::Lio(_) => TargetKind::Lio,
+        }
+    }
+
+    /// The NFS server. Panics unless the rig was built with [`RigBuilder::nfs`].
+    pub fn nfs_server(&self) -> &NfsServer {
+        match &self.nfs {
+            Some(n) => n,
+            None => panic!("rig {} has no NFS server: use .nfs(true)", self.name),
+        }
+    }
+
+    /// Frames relayed on the guests' network so far (0 without one).
+    pub fn network_frames(&self) -> u64 {
+        self.hub.as_ref().map_or(0, Hub::frames)
     }
 
     /// LUN `n` (1-based). Panics if there is no such LUN.
     pub fn lun(&self, n: u32) -> &Lun {
-        match self.target.luns().iter().find(|l| l.number == n) {
+        let luns = match &self.san {
+            San::Tgt(t) => t.luns(),
+            San::Lio(l) => l.luns(),
+        };
+        match luns.iter().find(|l| l.number == n) {
             Some(l) => l,
             None => panic!("rig {} has no LUN {n}", self.name),
         }
@@ -386,10 +632,16 @@ impl Rig {
         self.started.elapsed()
     }
 
-    /// Every host's console tail and tgtd's log tail, for failure reports.
+    /// Every guest's console tail and tgtd's log tail, for failure reports.
     pub fn logs(&self, lines: usize) -> String {
         let mut s = String::new();
-        for h in &self.hosts {
+        let service = self
+            .nfs
+            .as_ref()
+            .map(NfsServer::host)
+            .into_iter()
+            .chain(self.san.guest());
+        for h in self.hosts.iter().chain(service) {
             s.push_str(&format!(
                 "===== {} console ({}) =====\n",
                 h.name(),
@@ -397,8 +649,10 @@ impl Rig {
             ));
             s.push_str(&h.console_tail(lines));
         }
-        s.push_str("===== tgtd log =====\n");
-        s.push_str(&self.target.log_tail(lines.min(40)));
+        if let San::Tgt(t) = &self.san {
+            s.push_str("===== tgtd log =====\n");
+            s.push_str(&t.log_tail(lines.min(40)));
+        }
         s
     }
 }

@@ -69,7 +69,7 @@ pub struct Target {
 
 /// Pick a TCP port on 127.0.0.1 that is free now. (tgtd binds it a moment later; a
 /// clash makes the start fail loudly.)
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).io_context(|| "binding a probe port".into())?;
     Ok(l.local_addr()

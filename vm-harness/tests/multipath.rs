@@ -118,3 +118,96 @@ fn multipath_map_survives_losing_a_path() -> Result<()> {
     );
     Ok(())
 }
+
+/// `(device number, state)` of every path in a multipath map's `dmsetup status`
+/// (`A` active, `F` failed).
+fn path_states(h: &Host, map: &str) -> Result<Vec<(String, String)>> {
+    let status = h.run_ok(&format!("dmsetup status {map}"))?;
+    let t: Vec<&str> = status.split_whitespace().collect();
+    Ok(t.windows(2)
+        .filter(|w| {
+            w[0].split_once(':')
+                .is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
+        })
+        .map(|w| (w[0].to_owned(), w[1].to_owned()))
+        .collect())
+}
+
+fn devno(h: &Host, disk: &str) -> Result<String> {
+    Ok(h.run_ok(&format!("cat /sys/block/{disk}/dev"))?
+        .trim()
+        .to_owned())
+}
+
+#[test]
+fn multipath_path_dropped_and_restored() -> Result<()> {
+    let _t = common::TestTimer::start("multipath_path_dropped_and_restored");
+    let rig = Rig::builder()
+        .name("paths")
+        .luns(1)
+        .paths(2)
+        .udev(true)
+        .start()?;
+    let h = rig.host(0);
+    let p0 = h.lun_disk(1, 0)?;
+    let id = h.scsi_id(&p0)?;
+    let map = timed("step multipath", || h.multipath_create(&[&id]))?.remove(0);
+    let dev = format!("/dev/mapper/{id}");
+    write_and_verify(h, &dev, 0)?;
+
+    // ---- drop the path the map uses first: QEMU unplugs it, its iSCSI session ends ----
+    let victim = first_path(h, &map.name)?;
+    let vpath = if victim == p0 { 0 } else { 1 };
+    let survivor = h.lun_disk(1, 1 - vpath)?;
+    timed("step drop path", || h.drop_path(1, vpath))?;
+    let gone = h.run(&format!("test -e /sys/block/{victim}"))?;
+    assert!(!gone.success(), "{victim} must be gone from the guest");
+    timed("step I/O on one path", || write_and_verify(h, &dev, 64))?;
+    let states = path_states(h, &id)?;
+    assert_eq!(states.len(), 2, "the map keeps both slots: {states:?}");
+    let survivor_no = devno(h, &survivor)?;
+    assert!(
+        states.iter().any(|(d, s)| *d == survivor_no && s == "A"),
+        "the surviving path is active: {states:?}"
+    );
+    assert!(
+        states.iter().any(|(d, s)| *d != survivor_no && s == "F"),
+        "the dropped path is failed: {states:?}"
+    );
+
+    // ---- restore it: a new session and device; multipath takes it back ----
+    timed("step restore path", || h.restore_path(1, vpath))?;
+    let back = h.lun_disk(1, vpath)?;
+    assert_eq!(
+        h.scsi_id(&back)?,
+        id,
+        "the restored path shows the same LUN"
+    );
+    let map = timed("step multipath reload", || h.multipath_create(&[&id]))?.remove(0);
+    let mut slaves = map.slaves.clone();
+    slaves.sort();
+    let mut want = vec![back.clone(), survivor.clone()];
+    want.sort();
+    assert_eq!(slaves, want, "the map spans both paths again");
+    let states = path_states(h, &id)?;
+    assert_eq!(states.len(), 2, "{states:?}");
+    assert!(
+        states.iter().all(|(_, s)| s == "A"),
+        "both paths active after the restore: {states:?}"
+    );
+    // the restored path alone carries I/O: fail the other one in the map
+    h.run_ok(&format!("dmsetup message {id} 0 fail_path {survivor_no}"))?;
+    let sum = timed("step I/O on the restored path", || {
+        write_and_verify(h, &dev, 128)
+    })?;
+    let direct = h.run_ok(&format!(
+        "dd if=/dev/{back} bs=4096 count=2 skip=32 iflag=direct 2>/dev/null | md5sum"
+    ))?;
+    assert_eq!(direct.split_whitespace().next(), Some(sum.as_str()));
+    h.run_ok(&format!(
+        "dmsetup message {id} 0 reinstate_path {survivor_no}"
+    ))?;
+    let states = path_states(h, &id)?;
+    assert!(states.iter().all(|(_, s)| s == "A"), "{states:?}");
+    Ok(())
+}

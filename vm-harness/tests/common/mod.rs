@@ -51,3 +51,8 @@ impl Drop for TestTimer {
         ));
     }
 }
+
+/// The `fcntl-lock` helper of this crate (cargo builds it for the integration tests).
+pub fn fcntl_lock_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fcntl-lock"))
+}
