@@ -27,6 +27,9 @@ pub const ROOT_LOCKD_CONF: &str = "/etc/libvirt/qemu-lockd.conf";
 pub const DISK_LEASE_DIR: &str = "/var/lib/libvirt/sanlock";
 /// The default of `auto_disk_leases`, as in libvirt's lockd plugin.
 pub const AUTO_DISK_LEASES: bool = true;
+/// The default of `readonly_disk_leases`: a read-only disk gets a shared lease, so that it
+/// conflicts with an exclusive writer anywhere (libvirt's lockd plugin takes none).
+pub const READONLY_DISK_LEASES: bool = true;
 
 /// A way to derive a stable, cross-host key for a disk, tried in the configured order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -113,6 +116,8 @@ pub enum Key {
     DiskLeaseDir,
     /// `lockd_conf`
     LockdConf,
+    /// `readonly_disk_leases`
+    ReadonlyDiskLeases,
 }
 
 impl Key {
@@ -237,6 +242,13 @@ const KEYS: &[KeySpec] = &[
         kind: Kind::OptionalAbsPath,
         in_lockd_conf: false,
         default: |ctx| Some(Setting::OptionalPath(ctx.default_lockd_conf())),
+    },
+    KeySpec {
+        key: Key::ReadonlyDiskLeases,
+        name: "readonly_disk_leases",
+        kind: Kind::Bool,
+        in_lockd_conf: false,
+        default: |_| Some(Setting::Bool(READONLY_DISK_LEASES)),
     },
 ];
 
@@ -364,6 +376,8 @@ pub struct Config {
     pub disk_lease_dir: PathBuf,
     /// A libvirt `qemu-lockd.conf` whose keys fill in what disklock.conf leaves unset.
     pub lockd_conf: Option<PathBuf>,
+    /// Take a shared lease on read-only disks (1) or none, as libvirt does (0).
+    pub readonly_disk_leases: bool,
     origins: BTreeMap<Key, Origin>,
 }
 
@@ -402,6 +416,7 @@ impl Config {
                 .lockd_conf
                 .as_deref()
                 .map_or_else(|| Value::Str(String::new()), path),
+            Key::ReadonlyDiskLeases => Value::Int(self.readonly_disk_leases.into()),
         }
     }
 
@@ -452,6 +467,8 @@ impl Config {
             boolean(Key::AutoDiskLeases).ok_or(no_default(Key::AutoDiskLeases))?;
         let require_lease_for_disks =
             boolean(Key::RequireLeaseForDisks).unwrap_or(!auto_disk_leases);
+        let readonly_disk_leases =
+            boolean(Key::ReadonlyDiskLeases).ok_or(no_default(Key::ReadonlyDiskLeases))?;
         let key_sources = match take(Key::KeySources) {
             Some(Setting::KeySources(k)) => k,
             None => return Err(no_default(Key::KeySources)),
@@ -475,6 +492,7 @@ impl Config {
             key_sources,
             disk_lease_dir,
             lockd_conf,
+            readonly_disk_leases,
             origins,
         })
     }
@@ -621,7 +639,8 @@ mod tests {
                 "require_lease_for_disks",
                 "key_sources",
                 "disk_lease_dir",
-                "lockd_conf"
+                "lockd_conf",
+                "readonly_disk_leases"
             ]
         );
         for key in Key::all() {
@@ -711,6 +730,7 @@ mod tests {
         assert_eq!(c.scsi_lockspace_dir, Path::new("/var/lib/disklock/scsi"));
         assert!(c.auto_disk_leases);
         assert!(!c.require_lease_for_disks);
+        assert!(c.readonly_disk_leases);
         assert_eq!(c.key_sources, KeySource::ALL);
         assert_eq!(c.disk_lease_dir, Path::new("/var/lib/libvirt/sanlock"));
         assert_eq!(
@@ -755,6 +775,7 @@ mod tests {
         assert_eq!(c.value(Key::AutoDiskLeases), Value::Int(1));
         assert_eq!(c.value(Key::RequireLeaseForDisks), Value::Int(0));
         assert_eq!(c.value(Key::LockdConf), Value::Str(String::new()));
+        assert_eq!(c.value(Key::ReadonlyDiskLeases), Value::Int(1));
         assert_eq!(
             c.value(Key::FileLockspaceDir),
             Value::Str("/h/.local/state/disklock/files".into())

@@ -61,8 +61,8 @@ mod load;
 mod warning;
 
 pub use config::{
-    AUTO_DISK_LEASES, Config, Context, DISK_LEASE_DIR, Key, KeySource, Origin, ROOT_CONFIG_PATH,
-    ROOT_LOCKD_CONF, ROOT_STATE_DIR, UnknownKeySource,
+    AUTO_DISK_LEASES, Config, Context, DISK_LEASE_DIR, Key, KeySource, Origin,
+    READONLY_DISK_LEASES, ROOT_CONFIG_PATH, ROOT_LOCKD_CONF, ROOT_STATE_DIR, UnknownKeySource,
 };
 pub use error::{ConfError, FoundValue, Problem};
 pub use load::{Loaded, MAX_FILE_SIZE, load, load_str, load_with};

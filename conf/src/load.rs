@@ -415,6 +415,7 @@ require_lease_for_disks = 0
 key_sources = [ \"path-sha256\", \"lvm-uuid\" ]
 disk_lease_dir = \"/shared/sanlock\"
 lockd_conf = \"\"
+readonly_disk_leases = 0
 ";
         let (result, asked) = load_files(None, &root(), &[(MAIN, text)]);
         let loaded = result.unwrap();
@@ -427,6 +428,7 @@ lockd_conf = \"\"
         assert_eq!(c.key_sources, [KeySource::PathSha256, KeySource::LvmUuid]);
         assert_eq!(c.disk_lease_dir, Path::new("/shared/sanlock"));
         assert_eq!(c.lockd_conf, None);
+        assert!(!c.readonly_disk_leases);
         // `lockd_conf = ""` stops root's default qemu-lockd.conf from being read.
         assert_eq!(asked, [PathBuf::from(MAIN)]);
         for (i, key) in Key::all().enumerate() {
