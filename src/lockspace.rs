@@ -1,0 +1,991 @@
+//! Lease files in lockspace directories: virtlockd's indirect fcntl leases, plus who holds them.
+//!
+//! A lease is the file `<lockspace>/<key>`, where the lockspace is a directory shared (over
+//! NFS) by every host that sees the disk and the key is a validated [`DiskKey`]. Holding the
+//! lease means holding a POSIX record lock (`fcntl(F_SETLK)`) on byte 0, length 1, from
+//! `SEEK_SET`: a write lock for an exclusive lease, a read lock for a shared one. That is
+//! byte for byte what virtlockd takes (libvirt `virlockspace.c`, `virFileLock`), so a
+//! disklock lease and a virtlockd lease on the same name exclude each other.
+//!
+//! Why POSIX locks and not OFD or `flock(2)` locks: virtlockd uses POSIX locks, and only
+//! POSIX byte-range locks go through NLM/NFSv4 to the server on every NFS setup, which is
+//! what makes the lease visible on other hosts.
+//!
+//! The costs of POSIX locks, and how this module deals with them:
+//! - They belong to the process, not the file descriptor, so two opens of one lease in one
+//!   process never conflict, and closing *either* fd drops the lock. [`acquire`] therefore
+//!   refuses a lease this process already holds ([`LeaseError::HeldHere`]) before it opens
+//!   anything, and [`inspect`] refuses too.
+//! - A lease file can be unlinked (by its last holder) between our `open` and our lock; we
+//!   then hold a lock on an orphan inode. After locking, the inode behind the path is
+//!   compared with ours and the whole step retried if they differ, as virtlockd does.
+//!
+//! virtlockd never reads or writes the file body, so disklock uses it to say who holds the
+//! lease: one JSON [`Holder`] per line, one line per holding process. An exclusive holder
+//! owns the body; shared holders on several hosts edit it under a second lock on byte 1
+//! (virtlockd never touches byte 1). [`inspect`] reads the body and asks the kernel
+//! (`F_GETLK`) whether the lease is locked, from any host that sees the lockspace.
+//!
+//! Release follows virtlockd: an exclusive lease file is unlinked before the lock is dropped;
+//! a shared one only if upgrading to a write lock succeeds (nobody else holds it). A holder
+//! that crashes leaves its file behind with no lock on it: that stale file is free and the
+//! next [`acquire`] takes it.
+
+use std::collections::HashSet;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Read as _};
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use disklock_naming::DiskKey;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use serde::{Deserialize, Serialize};
+
+/// The largest lease body read back. Holder lines are a few hundred bytes; a body larger
+/// than this was not written by disklock and is not trusted beyond it.
+pub const MAX_BODY: u64 = 64 * 1024;
+
+/// How often acquire starts over when the lease file is replaced under it.
+const MAX_ATTEMPTS: usize = 16;
+
+/// The byte virtlockd locks, and the byte disklock's shared holders lock to edit the body.
+const LEASE_BYTE: i64 = 0;
+const BODY_BYTE: i64 = 1;
+
+/// Exclusive (write lock) or shared (read lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One holder, anywhere.
+    Exclusive,
+    /// Any number of shared holders, and no exclusive one.
+    Shared,
+}
+
+impl Mode {
+    /// `exclusive` or `shared`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Exclusive => "exclusive",
+            Mode::Shared => "shared",
+        }
+    }
+    fn lock_type(self) -> i16 {
+        match self {
+            Mode::Exclusive => short(libc::F_WRLCK),
+            Mode::Shared => short(libc::F_RDLCK),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who a lease is held for: a process (a VM, a script) with a name and a uuid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Owner {
+    /// A name for people: a VM name, a script name.
+    pub name: String,
+    /// A unique id (a VM's uuid); the same uuid is the same owner.
+    pub uuid: String,
+    /// The process whose death releases the owner's leases.
+    pub pid: u32,
+}
+
+/// One holding process, as written into the lease file body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Host name of the holder.
+    pub host: String,
+    /// `/etc/machine-id` of the holder's host.
+    pub host_id: String,
+    /// The process that holds the fcntl lock (a disklock daemon, or `disklock run`'s command).
+    pub pid: u32,
+    /// Exclusive or shared.
+    pub mode: Mode,
+    /// Seconds since the epoch when the lease was taken.
+    pub since: u64,
+    /// disklock version of the holder.
+    pub version: String,
+    /// The disk path the lease was asked for.
+    pub disk: String,
+    /// Who the lease is held for.
+    pub owners: Vec<Owner>,
+}
+
+impl Holder {
+    /// One line for people: `web1 (uuid …, pid 42) on host1, exclusive since … by pid 7`.
+    pub fn describe(&self) -> String {
+        let owners: Vec<String> = self
+            .owners
+            .iter()
+            .map(|o| format!("{} (uuid {}, pid {})", o.name, o.uuid, o.pid))
+            .collect();
+        let owners = if owners.is_empty() {
+            "no owner".to_owned()
+        } else {
+            owners.join(", ")
+        };
+        format!(
+            "{owners} on host {} (id {}), {} since {}, lock held by pid {} (disklock {})",
+            self.host, self.host_id, self.mode, self.since, self.pid, self.version
+        )
+    }
+}
+
+/// This host's name and id, for holder records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostIdentity {
+    /// `/proc/sys/kernel/hostname`.
+    pub host: String,
+    /// `/etc/machine-id`, or `""` when there is none.
+    pub host_id: String,
+}
+
+impl HostIdentity {
+    /// Reads this host's name and machine id.
+    pub fn this_host() -> HostIdentity {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        };
+        HostIdentity {
+            host: read("/proc/sys/kernel/hostname"),
+            host_id: read("/etc/machine-id"),
+        }
+    }
+}
+
+/// The POSIX lock the kernel reports on byte 0 of a lease file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// The lock's type.
+    pub mode: Mode,
+    /// The pid the kernel reports. On NFS it may be a pid on another host (or 0).
+    pub pid: i32,
+    /// `/proc/PID/comm` when the lockspace is not on NFS and the process is on this host.
+    pub process: Option<String>,
+}
+
+/// Someone else holds the lease: an expected outcome, not an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Busy {
+    /// The lease file.
+    pub lease: PathBuf,
+    /// The holders named in the lease file (none when virtlockd holds it).
+    pub holders: Vec<Holder>,
+    /// The conflicting lock, when the kernel could say.
+    pub lock: Option<LockInfo>,
+}
+
+impl Busy {
+    /// Who holds it, in one line.
+    pub fn describe(&self) -> String {
+        if !self.holders.is_empty() {
+            let h: Vec<String> = self.holders.iter().map(Holder::describe).collect();
+            return format!("held by {}", h.join("; "));
+        }
+        match &self.lock {
+            Some(l) => format!(
+                "held {} by pid {}{} with no disklock holder record (virtlockd or another tool)",
+                l.mode,
+                l.pid,
+                l.process
+                    .as_deref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
+            ),
+            None => "held by a process that left no holder record".to_owned(),
+        }
+    }
+}
+
+/// The outcome of [`acquire`].
+#[derive(Debug)]
+pub enum Acquired<L> {
+    /// The lease is ours.
+    Held(L),
+    /// Someone else holds it.
+    Busy(Busy),
+}
+
+/// What [`Lease::release`] did with the lease file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// The file was removed (we were its last holder).
+    Unlinked,
+    /// The file stays: other shared holders remain, or it was already replaced.
+    Kept,
+}
+
+/// Why a lease could not be used. Busy is not an error: see [`Acquired::Busy`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// The lockspace directory could not be created.
+    #[error("cannot create lockspace directory {dir}")]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The lockspace path exists but is not a directory.
+    #[error("lockspace {dir} is not a directory")]
+    NotDir {
+        /// The path.
+        dir: PathBuf,
+    },
+    /// The lockspace is on a read-only file system.
+    #[error("lockspace {dir} is on a read-only file system")]
+    ReadOnly {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The lease file is a symbolic link (someone replaced it); it is never followed.
+    #[error("lease file {path} is a symbolic link; refusing to follow it")]
+    Symlink {
+        /// The lease file.
+        path: PathBuf,
+    },
+    /// The lease file is a directory, FIFO, device or socket.
+    #[error("lease file {path} is not a regular file")]
+    NotRegular {
+        /// The lease file.
+        path: PathBuf,
+    },
+    /// The file system does not do POSIX locks (ENOLCK: NFS without a lock manager).
+    #[error("the file system of {path} does not support POSIX locks (ENOLCK)")]
+    NoLocks {
+        /// The lease file.
+        path: PathBuf,
+    },
+    /// This process already holds the lease; opening it again would drop that lock.
+    #[error("lease {path} is already held by this process")]
+    HeldHere {
+        /// The lease file.
+        path: PathBuf,
+    },
+    /// The lease file kept being replaced between open and lock.
+    #[error("lease file {path} kept being replaced while it was locked")]
+    Unstable {
+        /// The lease file.
+        path: PathBuf,
+    },
+    /// Another I/O failure on the lease file.
+    #[error("cannot {op} lease file {path}")]
+    Io {
+        /// What was being done: open, lock, read, write, remove, stat.
+        op: &'static str,
+        /// The lease file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Canonical paths of the leases this process holds: a second open of one of them must
+/// never happen (closing it would drop the lock).
+static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+fn held_insert(path: &Path) -> bool {
+    let mut g = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    g.get_or_insert_with(HashSet::new)
+        .insert(path.to_path_buf())
+}
+
+fn held_remove(path: &Path) {
+    let mut g = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(s) = g.as_mut() {
+        s.remove(path);
+    }
+}
+
+fn is_held_here(path: &Path) -> bool {
+    let g = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    g.as_ref().is_some_and(|s| s.contains(path))
+}
+
+/// A held lease: owns the fd whose fcntl lock is the lease. Dropping it drops the lock and
+/// leaves the file (as a crash would); [`Lease::release`] also removes the file when it may.
+#[derive(Debug)]
+pub struct Lease {
+    file: Option<File>,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    mode: Mode,
+    /// Host id and pid of the holder record this process writes, to find its line again.
+    me: (String, u32),
+}
+
+/// `F_RDLCK`, `F_WRLCK`, `F_UNLCK` and `SEEK_SET` for the `short` fields of `struct flock`
+/// (0, 1, 2 and 0 on Linux).
+pub fn short(v: libc::c_int) -> i16 {
+    i16::try_from(v).unwrap_or_else(|_| unreachable!("fcntl constant {v} fits a short"))
+}
+
+fn flock(l_type: i16, start: i64) -> libc::flock {
+    libc::flock {
+        l_type,
+        l_whence: short(libc::SEEK_SET),
+        l_start: start,
+        l_len: 1,
+        l_pid: 0,
+    }
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LeaseError {
+    let path = path.to_path_buf();
+    move |source| LeaseError::Io { op, path, source }
+}
+
+fn errno_err(op: &'static str, path: &Path, e: Errno) -> LeaseError {
+    LeaseError::Io {
+        op,
+        path: path.to_path_buf(),
+        source: io::Error::from_raw_os_error(e as i32),
+    }
+}
+
+/// Lockspace directories already prepared, with their canonical paths: a daemon takes many
+/// leases in few lockspaces, and each check costs several syscalls.
+static PREPARED: Mutex<Option<std::collections::HashMap<PathBuf, PathBuf>>> = Mutex::new(None);
+
+fn prepared(dir: &Path) -> Result<PathBuf, LeaseError> {
+    if let Some(c) = PREPARED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .and_then(|m| m.get(dir))
+    {
+        return Ok(c.clone());
+    }
+    let canon = prepare_dir(dir)?;
+    PREPARED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(Default::default)
+        .insert(dir.to_path_buf(), canon.clone());
+    Ok(canon)
+}
+
+fn forget_prepared(dir: &Path) {
+    if let Some(m) = PREPARED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_mut()
+    {
+        m.remove(dir);
+    }
+}
+
+/// Creates the lockspace directory (0700) if it is missing and returns its canonical path.
+pub fn prepare_dir(dir: &Path) -> Result<PathBuf, LeaseError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(LeaseError::NotDir { dir: dir.into() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Err(e) = DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+                return Err(match e.raw_os_error() {
+                    Some(libc::EROFS) => LeaseError::ReadOnly { dir: dir.into() },
+                    _ => LeaseError::CreateDir {
+                        dir: dir.into(),
+                        source: e,
+                    },
+                });
+            }
+        }
+        Err(e) => {
+            return Err(LeaseError::CreateDir {
+                dir: dir.into(),
+                source: e,
+            });
+        }
+    }
+    std::fs::canonicalize(dir).map_err(|source| LeaseError::CreateDir {
+        dir: dir.into(),
+        source,
+    })
+}
+
+/// Takes the lease `<dir>/<key>` in `mode`, writing `holder` into its body.
+///
+/// `dir` is created (0700) if missing. Never blocks on the lock: a held lease is
+/// [`Acquired::Busy`], with whatever the file and the kernel say about its holder.
+pub fn acquire(
+    dir: &Path,
+    key: &DiskKey,
+    mode: Mode,
+    holder: &Holder,
+) -> Result<Acquired<Lease>, LeaseError> {
+    let given = dir;
+    let dir = prepared(given)?;
+    // The key has no '/', NUL, '.'/'..' and is at most NAME_MAX bytes (DiskKey's invariant),
+    // so this names a file directly inside the lockspace.
+    let path = dir.join(key.as_str());
+    if !held_insert(&path) {
+        return Err(LeaseError::HeldHere { path });
+    }
+    let mut result = acquire_at(&dir, &path, mode, holder);
+    // The cached directory is gone (removed, or replaced by a symlink): check it again.
+    if let Err(LeaseError::Io {
+        op: "open", source, ..
+    }) = &result
+        && source.kind() == io::ErrorKind::NotFound
+    {
+        forget_prepared(given);
+        held_remove(&path);
+        let dir = prepared(given)?;
+        let again = dir.join(key.as_str());
+        if !held_insert(&again) {
+            return Err(LeaseError::HeldHere { path: again });
+        }
+        result = acquire_at(&dir, &again, mode, holder);
+        if !matches!(result, Ok(Acquired::Held(_))) {
+            held_remove(&again);
+        }
+        return result;
+    }
+    if !matches!(result, Ok(Acquired::Held(_))) {
+        held_remove(&path);
+    }
+    result
+}
+
+fn acquire_at(
+    dir: &Path,
+    path: &Path,
+    mode: Mode,
+    holder: &Holder,
+) -> Result<Acquired<Lease>, LeaseError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let file = open_lease(dir, path)?;
+        let meta = file.metadata().map_err(io_err("stat", path))?;
+        if !meta.file_type().is_file() {
+            return Err(LeaseError::NotRegular { path: path.into() });
+        }
+        match fcntl(
+            &file,
+            FcntlArg::F_SETLK(&flock(mode.lock_type(), LEASE_BYTE)),
+        ) {
+            Ok(_) => {}
+            Err(Errno::EAGAIN | Errno::EACCES) => {
+                return Ok(Acquired::Busy(busy(&file, path)));
+            }
+            Err(Errno::ENOLCK) => return Err(LeaseError::NoLocks { path: path.into() }),
+            Err(e) => return Err(errno_err("lock", path, e)),
+        }
+        // Is the inode we locked still the one at the path? Its last holder may have
+        // unlinked it (and someone else recreated it) between our open and our lock.
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => {
+                let lease = Lease {
+                    file: Some(file),
+                    path: path.to_path_buf(),
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    mode,
+                    me: (holder.host_id.clone(), holder.pid),
+                };
+                // On failure, `lease` drops: the lock goes and the file stays (a stale, free
+                // lease file), which is never a lost or phantom lock.
+                lease.write_holder(holder)?;
+                return Ok(Acquired::Held(lease));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(LeaseError::Io {
+                    op: "stat",
+                    path: path.into(),
+                    source: e,
+                });
+            }
+        }
+        // Closing `file` drops the lock on the orphan inode; start over.
+        drop(file);
+    }
+    Err(LeaseError::Unstable { path: path.into() })
+}
+
+fn open_lease(dir: &Path, path: &Path) -> Result<File, LeaseError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        // O_CLOEXEC is std's default. O_NONBLOCK: a FIFO planted at the path must not hang us.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => LeaseError::Symlink { path: path.into() },
+            Some(libc::EROFS) => LeaseError::ReadOnly { dir: dir.into() },
+            Some(libc::EISDIR | libc::ENXIO) => LeaseError::NotRegular { path: path.into() },
+            _ => LeaseError::Io {
+                op: "open",
+                path: path.into(),
+                source: e,
+            },
+        })
+}
+
+/// What the lease file and the kernel say about a lease we could not take.
+fn busy(file: &File, path: &Path) -> Busy {
+    Busy {
+        lease: path.to_path_buf(),
+        holders: read_holders(file).unwrap_or_default(),
+        lock: lock_info(file, path),
+    }
+}
+
+fn lock_info(file: &File, path: &Path) -> Option<LockInfo> {
+    let mut fl = flock(short(libc::F_WRLCK), LEASE_BYTE);
+    fcntl(file, FcntlArg::F_GETLK(&mut fl)).ok()?;
+    let mode = match i32::from(fl.l_type) {
+        libc::F_WRLCK => Mode::Exclusive,
+        libc::F_RDLCK => Mode::Shared,
+        _ => return None,
+    };
+    let process = if on_nfs(path) || fl.l_pid <= 0 {
+        None
+    } else {
+        std::fs::read_to_string(format!("/proc/{}/comm", fl.l_pid))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    };
+    Some(LockInfo {
+        mode,
+        pid: fl.l_pid,
+        process,
+    })
+}
+
+fn on_nfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NFS_SUPER_MAGIC)
+}
+
+fn read_body(file: &File) -> io::Result<String> {
+    let mut buf = Vec::new();
+    let mut r = file.take(MAX_BODY);
+    // Read from offset 0 whatever the fd's position: `take` over `&File` reads from the
+    // current position, which is always 0 here (we only ever use positional writes).
+    r.read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn read_holders(mut file: &File) -> io::Result<Vec<Holder>> {
+    use std::io::Seek as _;
+    file.seek(io::SeekFrom::Start(0))?;
+    Ok(parse_holders(&read_body(file)?))
+}
+
+/// The holder records in a lease body; lines that are not disklock's are skipped.
+pub fn parse_holders(body: &str) -> Vec<Holder> {
+    body.lines()
+        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+        .collect()
+}
+
+fn render_holders(holders: &[Holder]) -> String {
+    let mut s = String::new();
+    for h in holders {
+        // Serializing plain data to a String cannot fail.
+        if let Ok(line) = serde_json::to_string(h) {
+            s.push_str(&line);
+            s.push('\n');
+        }
+    }
+    s
+}
+
+impl Lease {
+    /// The lease file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn file(&self) -> &File {
+        // `file` is only taken in Drop.
+        self.file
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("lease file taken before drop"))
+    }
+
+    /// Writes (or rewrites) this process's holder record into the lease body.
+    pub fn write_holder(&self, holder: &Holder) -> Result<(), LeaseError> {
+        let file = self.file();
+        match self.mode {
+            Mode::Exclusive => write_body(
+                file,
+                &self.path,
+                &render_holders(std::slice::from_ref(holder)),
+            ),
+            Mode::Shared => self.edit_shared_body(|hs| {
+                hs.retain(|h| !same_process(h, holder));
+                hs.push(holder.clone());
+            }),
+        }
+    }
+
+    /// Shared holders on several hosts edit the body under a write lock on byte 1, which
+    /// virtlockd never takes. Waiting for it is short: holders keep it for one rewrite.
+    fn edit_shared_body(&self, edit: impl FnOnce(&mut Vec<Holder>)) -> Result<(), LeaseError> {
+        let file = self.file();
+        loop {
+            match fcntl(
+                file,
+                FcntlArg::F_SETLKW(&flock(short(libc::F_WRLCK), BODY_BYTE)),
+            ) {
+                Ok(_) => break,
+                Err(Errno::EINTR) => {}
+                Err(Errno::ENOLCK) => {
+                    return Err(LeaseError::NoLocks {
+                        path: self.path.clone(),
+                    });
+                }
+                Err(e) => return Err(errno_err("lock", &self.path, e)),
+            }
+        }
+        let result = read_holders(file)
+            .map_err(io_err("read", &self.path))
+            .and_then(|mut hs| {
+                edit(&mut hs);
+                write_body(file, &self.path, &render_holders(&hs))
+            });
+        // Unlocking a range we hold cannot conflict; an error here would leave only the
+        // body lock, which goes with the fd.
+        let _ = fcntl(
+            file,
+            FcntlArg::F_SETLK(&flock(short(libc::F_UNLCK), BODY_BYTE)),
+        );
+        result
+    }
+
+    /// Keeps the lease (its fd and so its lock) across `execve`: the new program holds it.
+    pub fn keep_across_exec(&self) -> Result<(), LeaseError> {
+        fcntl(self.file(), FcntlArg::F_SETFD(FdFlag::empty()))
+            .map(drop)
+            .map_err(|e| errno_err("keep open", &self.path, e))
+    }
+
+    /// Releases the lease. An exclusive lease file is removed first (so that a waiting
+    /// acquirer notices its inode is gone); a shared one only when upgrading to exclusive
+    /// succeeds, i.e. no other host or process holds it. The lock is dropped in any case,
+    /// also when an error is returned (the file then stays behind, stale and free).
+    pub fn release(self) -> Result<Released, LeaseError> {
+        let file = self.file();
+        let last = match self.mode {
+            Mode::Exclusive => true,
+            Mode::Shared => fcntl(
+                file,
+                FcntlArg::F_SETLK(&flock(short(libc::F_WRLCK), LEASE_BYTE)),
+            )
+            .is_ok(),
+        };
+        if last {
+            self.unlink_if_ours()
+        } else {
+            let (host_id, pid) = &self.me;
+            self.edit_shared_body(|hs| hs.retain(|h| !(h.host_id == *host_id && h.pid == *pid)))?;
+            Ok(Released::Kept)
+        }
+        // `self` drops here: the fd closes and the lock goes.
+    }
+
+    fn unlink_if_ours(&self) -> Result<Released, LeaseError> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
+                std::fs::remove_file(&self.path).map_err(io_err("remove", &self.path))?;
+                Ok(Released::Unlinked)
+            }
+            Ok(_) => Ok(Released::Kept),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Released::Kept),
+            Err(e) => Err(LeaseError::Io {
+                op: "stat",
+                path: self.path.clone(),
+                source: e,
+            }),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Close first, then forget: until the fd is closed the path must stay marked as
+        // held, or another thread could open it and lose its lock to our close.
+        drop(self.file.take());
+        held_remove(&self.path);
+    }
+}
+
+fn same_process(a: &Holder, b: &Holder) -> bool {
+    a.host_id == b.host_id && a.host == b.host && a.pid == b.pid
+}
+
+fn write_body(file: &File, path: &Path, body: &str) -> Result<(), LeaseError> {
+    file.set_len(0).map_err(io_err("write", path))?;
+    file.write_all_at(body.as_bytes(), 0)
+        .map_err(io_err("write", path))
+}
+
+/// What a lease file says, read without taking it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Inspection {
+    /// The lease file.
+    pub lease: PathBuf,
+    /// Whether the file exists.
+    pub exists: bool,
+    /// The lock on byte 0, if any: no lock means the lease is free (a stale file).
+    pub lock: Option<LockInfo>,
+    /// The holder records in the body (possibly stale when there is no lock).
+    pub holders: Vec<Holder>,
+}
+
+/// Reads a lease file and asks the kernel whether it is locked, without taking it.
+///
+/// Must not be used on a lease this process holds (closing our fd would drop that lock);
+/// that is refused with [`LeaseError::HeldHere`].
+pub fn inspect(path: &Path) -> Result<Inspection, LeaseError> {
+    if is_held_here(path) {
+        return Err(LeaseError::HeldHere { path: path.into() });
+    }
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Inspection {
+                lease: path.into(),
+                exists: false,
+                lock: None,
+                holders: Vec::new(),
+            });
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(LeaseError::Symlink { path: path.into() });
+        }
+        Err(e) => return Err(io_err("open", path)(e)),
+    };
+    if !file.metadata().map_err(io_err("stat", path))?.is_file() {
+        return Err(LeaseError::NotRegular { path: path.into() });
+    }
+    let holders = read_holders(&file).map_err(io_err("read", path))?;
+    let lock = lock_info(&file, path);
+    Ok(Inspection {
+        lease: path.into(),
+        exists: true,
+        lock,
+        holders,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(pid: u32, mode: Mode) -> Holder {
+        Holder {
+            host: "h".into(),
+            host_id: "id".into(),
+            pid,
+            mode,
+            since: 1,
+            version: "0".into(),
+            disk: "/d".into(),
+            owners: vec![Owner {
+                name: "vm".into(),
+                uuid: "u".into(),
+                pid,
+            }],
+        }
+    }
+
+    fn key(s: &str) -> DiskKey {
+        DiskKey::new(s).unwrap()
+    }
+
+    #[test]
+    fn acquire_writes_holder_and_release_unlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let ls = dir.path().join("a/b");
+        let h = holder(std::process::id(), Mode::Exclusive);
+        let Acquired::Held(lease) = acquire(&ls, &key("k1"), Mode::Exclusive, &h).unwrap() else {
+            panic!("busy in an empty lockspace")
+        };
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&ls).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let meta = std::fs::metadata(lease.path()).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let body = std::fs::read_to_string(lease.path()).unwrap();
+        assert_eq!(parse_holders(&body), vec![h.clone()]);
+        // A second acquire in the same process is refused before anything is opened.
+        assert!(matches!(
+            acquire(&ls, &key("k1"), Mode::Shared, &h),
+            Err(LeaseError::HeldHere { .. })
+        ));
+        assert!(matches!(
+            inspect(lease.path()),
+            Err(LeaseError::HeldHere { .. })
+        ));
+        let path = lease.path().to_path_buf();
+        assert_eq!(lease.release().unwrap(), Released::Unlinked);
+        assert!(!path.exists());
+        // Free again, and inspect of a missing file says so.
+        assert!(!inspect(&path).unwrap().exists);
+    }
+
+    #[test]
+    fn symlinked_lease_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("k2")).unwrap();
+        let e = acquire(
+            dir.path(),
+            &key("k2"),
+            Mode::Exclusive,
+            &holder(1, Mode::Exclusive),
+        )
+        .unwrap_err();
+        assert!(matches!(e, LeaseError::Symlink { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .ends_with("k2 is a symbolic link; refusing to follow it")
+        );
+        assert!(matches!(
+            inspect(&dir.path().join("k2")),
+            Err(LeaseError::Symlink { .. })
+        ));
+    }
+
+    #[test]
+    fn non_regular_lease_and_lockspace_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("k3")).unwrap();
+        let e = acquire(
+            dir.path(),
+            &key("k3"),
+            Mode::Exclusive,
+            &holder(1, Mode::Exclusive),
+        )
+        .unwrap_err();
+        assert!(matches!(e, LeaseError::NotRegular { .. }), "{e:?}");
+        nix::unistd::mkfifo(&dir.path().join("k4"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = acquire(
+            dir.path(),
+            &key("k4"),
+            Mode::Exclusive,
+            &holder(1, Mode::Exclusive),
+        )
+        .unwrap_err();
+        assert!(matches!(e, LeaseError::NotRegular { .. }), "{e:?}");
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "").unwrap();
+        let e = acquire(
+            &file,
+            &key("k"),
+            Mode::Exclusive,
+            &holder(1, Mode::Exclusive),
+        )
+        .unwrap_err();
+        assert!(matches!(e, LeaseError::NotDir { .. }), "{e:?}");
+        let e = acquire(
+            &file.join("sub"),
+            &key("k"),
+            Mode::Exclusive,
+            &holder(1, Mode::Exclusive),
+        )
+        .unwrap_err();
+        assert!(matches!(e, LeaseError::CreateDir { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn stale_lease_file_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = holder(999_999, Mode::Exclusive);
+        std::fs::write(dir.path().join("k5"), render_holders(&[stale])).unwrap();
+        let i = inspect(&dir.path().join("k5")).unwrap();
+        assert!(i.exists && i.lock.is_none() && i.holders.len() == 1);
+        let h = holder(std::process::id(), Mode::Exclusive);
+        let Acquired::Held(lease) = acquire(dir.path(), &key("k5"), Mode::Exclusive, &h).unwrap()
+        else {
+            panic!("a stale lease file must be free")
+        };
+        // The stale record is replaced by ours.
+        let body = std::fs::read_to_string(lease.path()).unwrap();
+        assert_eq!(parse_holders(&body), vec![h]);
+        lease.release().unwrap();
+    }
+
+    #[test]
+    fn shared_body_keeps_one_line_per_process() {
+        let dir = tempfile::tempdir().unwrap();
+        // Another host's shared holder, already recorded.
+        let other = Holder {
+            host: "other".into(),
+            ..holder(7, Mode::Shared)
+        };
+        std::fs::write(
+            dir.path().join("k6"),
+            render_holders(std::slice::from_ref(&other)),
+        )
+        .unwrap();
+        let mut h = holder(std::process::id(), Mode::Shared);
+        let Acquired::Held(lease) = acquire(dir.path(), &key("k6"), Mode::Shared, &h).unwrap()
+        else {
+            panic!("busy")
+        };
+        h.owners.push(Owner {
+            name: "vm2".into(),
+            uuid: "u2".into(),
+            pid: 3,
+        });
+        lease.write_holder(&h).unwrap();
+        let body = std::fs::read_to_string(lease.path()).unwrap();
+        assert_eq!(parse_holders(&body), vec![other, h]);
+        // Nobody else holds a lock, so the upgrade succeeds and the file goes.
+        assert_eq!(lease.release().unwrap(), Released::Unlinked);
+    }
+
+    #[test]
+    fn holder_lines_parse_leniently() {
+        let h = holder(5, Mode::Shared);
+        let body = format!(
+            "garbage\n{}\n\n{{\"x\":1}}\n",
+            serde_json::to_string(&h).unwrap()
+        );
+        assert_eq!(parse_holders(&body), vec![h.clone()]);
+        assert!(
+            h.describe()
+                .contains("vm (uuid u, pid 5) on host h (id id), shared since 1")
+        );
+        let b = Busy {
+            lease: "/l".into(),
+            holders: vec![],
+            lock: Some(LockInfo {
+                mode: Mode::Exclusive,
+                pid: 42,
+                process: Some("virtlockd".into()),
+            }),
+        };
+        assert_eq!(
+            b.describe(),
+            "held exclusive by pid 42 (virtlockd) with no disklock holder record (virtlockd or another tool)"
+        );
+    }
+}
