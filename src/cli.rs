@@ -8,9 +8,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const AFTER_HELP: &str = "\
 Exit status:
   0  success
-  1  some disks could not be resolved (the others were; see the error lines)
+  1  failed: a disk could not be resolved, its lease file could not be used, or a disk
+     to release is not held (lookup: some disks could not be resolved, the others were)
   2  bad usage or configuration; nothing was done
+  3  a disk is busy: someone else holds its lease (the message names the holder);
+     nothing stays acquired
+  4  the command needs the daemon and none is running
+  run: once CMD has started, CMD's own exit status (126: CMD cannot be executed,
+     127: CMD not found)
 
+Daemon socket: /run/disklock/disklock.sock for root, else
+$XDG_RUNTIME_DIR/disklock/disklock.sock; --socket or DISKLOCK_SOCKET name another.
 Configuration: /etc/disklock/disklock.conf for root, else
 $XDG_CONFIG_HOME/disklock/disklock.conf; an existing /etc/libvirt/qemu-lockd.conf
 fills in what it does not set, so a virtlockd host keeps its lockspaces.
@@ -30,6 +38,11 @@ pub struct Cli {
     /// Read /sys, /run/udev and /dev below DIR instead of / (containers, test trees).
     #[arg(long, global = true, value_name = "DIR")]
     pub sysroot: Option<PathBuf>,
+
+    /// The daemon's socket (default: /run/disklock/disklock.sock for root,
+    /// $XDG_RUNTIME_DIR/disklock/disklock.sock for other users).
+    #[arg(long, global = true, value_name = "PATH", env = "DISKLOCK_SOCKET")]
+    pub socket: Option<PathBuf>,
 
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -55,6 +68,139 @@ pub enum Command {
 
     /// Show the configuration in effect and where each value came from.
     Config(ConfigArgs),
+
+    /// Run the lease daemon (in the foreground; logs to the journal under systemd).
+    ///
+    /// It listens on the socket, holds leases for owners (processes) and releases an
+    /// owner's leases the moment the owner exits. Stop it with SIGTERM: it releases every
+    /// lease. Its API is the Varlink interface io.disklock.Lease.
+    Daemon,
+
+    /// Take the leases of disks through the daemon, all or none.
+    ///
+    /// The leases are held for an owner process (--pid, default: the caller's parent, such
+    /// as your shell or script) and released when it exits or by `disklock release`.
+    #[command(
+        after_help = "Examples:\n  disklock acquire --owner web1 /var/lib/libvirt/images/web1.img\n  disklock acquire --shared --owner db --pid $$ /dev/sdb"
+    )]
+    Acquire(AcquireArgs),
+
+    /// Give leases back: the named disks, or every lease of an owner.
+    Release(ReleaseArgs),
+
+    /// Show every lease the daemon holds.
+    Status(StatusArgs),
+
+    /// Show who holds a disk's lease, read from the lease file (works from any host that
+    /// sees the lockspace, and without a daemon).
+    Inspect(InspectArgs),
+
+    /// Run a command holding disk leases for exactly as long as it lives.
+    ///
+    /// disklock takes the leases (through the daemon when one runs, else in this process),
+    /// then becomes CMD (exec): the leases are held until CMD exits, and CMD's exit status
+    /// is disklock's. A busy disk exits 3 before CMD starts, naming the holder.
+    #[command(
+        after_help = "Examples:\n  disklock run --disk /srv/vm/disk0.img -- qemu-system-x86_64 -drive file=/srv/vm/disk0.img,format=raw\n  disklock run --shared-disk /dev/sdc -- ./backup.sh"
+    )]
+    Run(RunArgs),
+}
+
+/// The owner options shared by acquire and run.
+#[derive(Debug, Args)]
+pub struct OwnerArgs {
+    /// A name for the owner (a VM name, a script name).
+    #[arg(long = "owner", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The owner's uuid (default: a new random one).
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AcquireArgs {
+    /// Disks to lease.
+    #[arg(value_name = "DISK", required = true)]
+    pub disks: Vec<OsString>,
+
+    /// Take shared leases instead of exclusive ones.
+    #[arg(long, conflicts_with = "readonly")]
+    pub shared: bool,
+
+    /// The disks are read-only: a shared lease, or none when readonly_disk_leases = 0.
+    #[arg(long)]
+    pub readonly: bool,
+
+    #[command(flatten)]
+    pub owner: OwnerArgs,
+
+    /// The process whose exit releases the leases (default: the caller's parent).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// Disks whose leases to give back (for every owner, or only --uuid's).
+    #[arg(value_name = "DISK", required_unless_present = "owner")]
+    pub disks: Vec<OsString>,
+
+    /// Release every lease of the owners with this name (with --uuid: of that owner).
+    #[arg(long, value_name = "NAME", conflicts_with = "disks")]
+    pub owner: Option<String>,
+
+    /// Only this owner's hold.
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A lease file, or a disk whose lease file to read.
+    #[arg(value_name = "LEASE-OR-DISK")]
+    pub target: OsString,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A disk to hold exclusively.
+    #[arg(long = "disk", value_name = "DISK")]
+    pub disks: Vec<OsString>,
+
+    /// A disk to hold shared.
+    #[arg(long = "shared-disk", value_name = "DISK")]
+    pub shared_disks: Vec<OsString>,
+
+    /// A read-only disk: a shared lease, or none when readonly_disk_leases = 0.
+    #[arg(long = "readonly-disk", value_name = "DISK")]
+    pub readonly_disks: Vec<OsString>,
+
+    #[command(flatten)]
+    pub owner: OwnerArgs,
+
+    /// Hold the leases in this process even if a daemon runs.
+    #[arg(long)]
+    pub no_daemon: bool,
+
+    /// The command and its arguments.
+    #[arg(value_name = "CMD", last = true, required = true)]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,31 @@ pub enum Code {
     Partial = 1,
     /// Bad usage or configuration: nothing was done.
     Usage = 2,
+    /// A disk is busy: someone else holds its lease. Nothing stays acquired.
+    Busy = 3,
+    /// The command needs the daemon and none is running.
+    NoDaemon = 4,
+}
+
+/// The code for a daemon's refusal.
+pub fn of_failure(f: &crate::daemon::protocol::Failure) -> Code {
+    use crate::daemon::protocol::Failure;
+    match f {
+        Failure::Busy { .. } => Code::Busy,
+        Failure::InterfaceNotFound { .. }
+        | Failure::MethodNotFound { .. }
+        | Failure::InvalidParameter { .. }
+        | Failure::RequestTooLarge { .. } => Code::Usage,
+        _ => Code::Partial,
+    }
+}
+
+/// The code for a failure to reach the daemon.
+pub fn of_client_error(e: &crate::client::ClientError) -> Code {
+    match e {
+        crate::client::ClientError::NotRunning { .. } => Code::NoDaemon,
+        _ => Code::Partial,
+    }
 }
 
 impl From<Code> for ExitCode {

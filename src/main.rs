@@ -1,16 +1,25 @@
-//! `disklock`: the command-line tool (and, later, the daemon) of disklock.
+//! `disklock`: the command-line tool and the lease daemon.
 //!
-//! This binary only wires the libraries together: it parses arguments, loads the
-//! configuration, sets up logging, runs one command and turns its outcome into an exit code
-//! (see [`exit`]). Resolution lives in `disklock-naming`, configuration in `disklock-conf`.
+//! This binary wires the libraries together: it parses arguments, loads the configuration,
+//! sets up logging, runs one command and turns its outcome into an exit code (see [`exit`]).
+//! Resolution lives in `disklock-naming`, configuration in `disklock-conf`. The binary owns
+//! what no library may: the lockspace files ([`lockspace`]), the daemon and its socket
+//! ([`daemon`]), and the client ([`client`]).
 
 #![forbid(unsafe_code)]
 
+mod acquire;
 mod cli;
+mod client;
 mod config_cmd;
+mod daemon;
 mod exit;
+mod inspect;
+mod lockspace;
 mod lookup;
+mod run;
 mod settings;
+mod status;
 
 use std::process::ExitCode;
 
@@ -18,16 +27,26 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    init_logging(args.verbose);
+    init_logging(args.verbose, matches!(args.command, cli::Command::Daemon));
     let outcome = match settings::Settings::load(&args) {
         Ok(settings) => match &args.command {
-            cli::Command::Lookup(l) => lookup::run(&settings, l),
-            cli::Command::Config(c) => config_cmd::run(&settings, c),
+            cli::Command::Lookup(l) => lookup::run(&settings, l).map(ExitCode::from),
+            cli::Command::Config(c) => config_cmd::run(&settings, c).map(ExitCode::from),
+            cli::Command::Daemon => settings
+                .socket()
+                .map(std::path::Path::to_path_buf)
+                .and_then(|socket| daemon::server::run(settings, &socket))
+                .map(ExitCode::from),
+            cli::Command::Acquire(a) => acquire::acquire(&settings, a).map(ExitCode::from),
+            cli::Command::Release(r) => acquire::release(&settings, r).map(ExitCode::from),
+            cli::Command::Status(s) => status::run(&settings, s).map(ExitCode::from),
+            cli::Command::Inspect(i) => inspect::run(&settings, i).map(ExitCode::from),
+            cli::Command::Run(r) => run::run(&settings, r),
         },
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(code) => code.into(),
+        Ok(code) => code,
         Err(e) => {
             // One line: the chain of causes joined, as ripgrep prints them.
             eprintln!("disklock: {}", exit::chain(&e));
@@ -36,17 +55,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
+/// Commands log to stderr (warnings by default). The daemon logs its events (info by
+/// default) to the journal when systemd started it (`JOURNAL_STREAM` is set), else stderr.
+fn init_logging(verbose: u8, daemon: bool) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let default = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DISKLOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+    if daemon && std::env::var_os("JOURNAL_STREAM").is_some() {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(journal.with_syslog_identifier("disklock".into()))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("disklock: cannot log to the journal, using stderr: {e}"),
+        }
+    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if daemon {
+        tracing_subscriber::registry().with(filter).with(fmt).init();
+    } else {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt.without_time())
+            .init();
+    }
 }

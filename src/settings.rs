@@ -15,6 +15,9 @@ pub struct Settings {
     pub cwd: PathBuf,
     /// The configuration files that were read, disklock.conf first.
     pub files_read: Vec<PathBuf>,
+    /// The daemon's socket: `--socket`, else the default for this user (`None` for a user
+    /// without XDG_RUNTIME_DIR).
+    pub socket: Option<PathBuf>,
 }
 
 impl Settings {
@@ -46,11 +49,23 @@ impl Settings {
             None => SysRoot::host(),
         };
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let socket = args
+            .socket
+            .clone()
+            .or_else(|| crate::daemon::default_socket(ctx.uid, env_path("XDG_RUNTIME_DIR")));
         Ok(Settings {
             resolver: Resolver::new(root, &order),
             config,
             cwd,
             files_read,
+            socket,
+        })
+    }
+
+    /// The daemon's socket, or why there is none.
+    pub fn socket(&self) -> anyhow::Result<&std::path::Path> {
+        self.socket.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("no daemon socket: XDG_RUNTIME_DIR is not set; pass --socket PATH")
         })
     }
 

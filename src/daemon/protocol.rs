@@ -1,0 +1,604 @@
+//! The daemon's wire protocol: Varlink (NUL-terminated JSON objects over a Unix stream),
+//! interface `io.disklock.Lease` (see `src/io.disklock.Lease.varlink`) plus the
+//! `org.varlink.service` introspection calls.
+//!
+//! The same types serve the client and the server: [`Request::to_call`] and
+//! [`Request::from_call`], [`Failure::to_reply`] and [`Failure::from_reply`], so the two
+//! cannot drift apart. No sockets here: framing is [`Framer`] over bytes.
+
+// A refusal is built once per refused request; its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::table::LeaseView;
+use crate::lockspace::{Holder, LockInfo, Owner};
+
+/// The interface name.
+pub const INTERFACE: &str = "io.disklock.Lease";
+/// The protocol number of this interface; bumped only with a new interface name.
+pub const PROTOCOL: u32 = 1;
+/// The largest request the daemon accepts, NUL excluded.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// The largest reply a client accepts: `Status` lists every lease (about 1 KiB each).
+pub const MAX_REPLY: usize = 256 * 1024 * 1024;
+/// The interface description served by `org.varlink.service.GetInterfaceDescription`.
+pub const DESCRIPTION: &str = include_str!("../io.disklock.Lease.varlink");
+
+const SERVICE: &str = "org.varlink.service";
+
+/// A Varlink call as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    /// `interface.Method`.
+    pub method: String,
+    /// The parameters object.
+    #[serde(default)]
+    pub parameters: Value,
+    /// No reply wanted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oneway: bool,
+    /// Streaming replies wanted (not supported: answered with one reply).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
+}
+
+/// A Varlink reply as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The reply's (or error's) parameters.
+    #[serde(default)]
+    pub parameters: Value,
+    /// The error name, for an error reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How a disk is to be held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskMode {
+    /// Exclusive lease.
+    Exclusive,
+    /// Shared lease.
+    Shared,
+    /// Read-only: shared lease or none, per `readonly_disk_leases`.
+    Readonly,
+}
+
+/// One disk to acquire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRequest {
+    /// The disk path (absolute: the client resolves relative paths against its own cwd).
+    pub path: String,
+    /// How to hold it.
+    pub mode: DiskMode,
+}
+
+/// `Acquire` parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcquireParams {
+    /// The disks.
+    pub disks: Vec<DiskRequest>,
+    /// For whom.
+    pub owner: Owner,
+}
+
+/// `Acquire` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcquireReply {
+    /// The leases now held for the owner.
+    pub leases: Vec<LeaseView>,
+    /// Read-only disks that got no lease (`readonly_disk_leases = 0`).
+    #[serde(default)]
+    pub skipped: Vec<String>,
+}
+
+/// `Release` parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseParams {
+    /// The disks.
+    pub disks: Vec<String>,
+    /// Only this owner's hold (uuid); all owners when absent.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// `ReleaseOwner` parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseOwnerParams {
+    /// Owner name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Owner uuid.
+    #[serde(default)]
+    pub uuid: Option<String>,
+}
+
+/// `Status` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// Every lease.
+    pub leases: Vec<LeaseView>,
+}
+
+/// `Version` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionReply {
+    /// disklock's version.
+    pub version: String,
+    /// [`PROTOCOL`].
+    pub protocol: u32,
+}
+
+/// A request, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `io.disklock.Lease.Version`.
+    Version,
+    /// `io.disklock.Lease.Acquire`.
+    Acquire(AcquireParams),
+    /// `io.disklock.Lease.Release`.
+    Release(ReleaseParams),
+    /// `io.disklock.Lease.ReleaseOwner`.
+    ReleaseOwner(ReleaseOwnerParams),
+    /// `io.disklock.Lease.Status`.
+    Status,
+    /// `org.varlink.service.GetInfo`.
+    GetInfo,
+    /// `org.varlink.service.GetInterfaceDescription`.
+    GetInterfaceDescription {
+        /// The interface asked for.
+        interface: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct InterfaceParam {
+    interface: String,
+}
+
+impl Request {
+    /// The call for this request.
+    pub fn to_call(&self) -> Call {
+        let (m, p) = match self {
+            Request::Version => ("Version", Value::Object(Default::default())),
+            Request::Acquire(p) => ("Acquire", to_value(p)),
+            Request::Release(p) => ("Release", to_value(p)),
+            Request::ReleaseOwner(p) => ("ReleaseOwner", to_value(p)),
+            Request::Status => ("Status", Value::Object(Default::default())),
+            Request::GetInfo => {
+                return Call {
+                    method: format!("{SERVICE}.GetInfo"),
+                    parameters: Value::Object(Default::default()),
+                    oneway: false,
+                    more: false,
+                };
+            }
+            Request::GetInterfaceDescription { interface } => {
+                return Call {
+                    method: format!("{SERVICE}.GetInterfaceDescription"),
+                    parameters: serde_json::json!({ "interface": interface }),
+                    oneway: false,
+                    more: false,
+                };
+            }
+        };
+        Call {
+            method: format!("{INTERFACE}.{m}"),
+            parameters: p,
+            oneway: false,
+            more: false,
+        }
+    }
+
+    /// Decodes a call; an unknown method or bad parameters is the [`Failure`] to reply.
+    pub fn from_call(call: Call) -> Result<Request, Failure> {
+        let params = match call.parameters {
+            Value::Null => Value::Object(Default::default()),
+            v => v,
+        };
+        let (iface, name) =
+            call.method
+                .rsplit_once('.')
+                .ok_or_else(|| Failure::InterfaceNotFound {
+                    interface: call.method.clone(),
+                })?;
+        let bad = |e: serde_json::Error| Failure::InvalidParameter {
+            parameter: e.to_string(),
+        };
+        match (iface, name) {
+            (INTERFACE, "Version") => Ok(Request::Version),
+            (INTERFACE, "Status") => Ok(Request::Status),
+            (INTERFACE, "Acquire") => serde_json::from_value(params)
+                .map(Request::Acquire)
+                .map_err(bad),
+            (INTERFACE, "Release") => serde_json::from_value(params)
+                .map(Request::Release)
+                .map_err(bad),
+            (INTERFACE, "ReleaseOwner") => serde_json::from_value(params)
+                .map(Request::ReleaseOwner)
+                .map_err(bad),
+            (SERVICE, "GetInfo") => Ok(Request::GetInfo),
+            (SERVICE, "GetInterfaceDescription") => {
+                serde_json::from_value::<InterfaceParam>(params)
+                    .map(|p| Request::GetInterfaceDescription {
+                        interface: p.interface,
+                    })
+                    .map_err(bad)
+            }
+            (INTERFACE | SERVICE, _) => Err(Failure::MethodNotFound {
+                method: call.method.clone(),
+            }),
+            _ => Err(Failure::InterfaceNotFound {
+                interface: iface.to_owned(),
+            }),
+        }
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    // Plain data with string keys always serializes.
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// `org.varlink.service.GetInfo` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    /// Vendor.
+    pub vendor: String,
+    /// Product.
+    pub product: String,
+    /// Version.
+    pub version: String,
+    /// Where to read more.
+    pub url: String,
+    /// Interfaces served.
+    pub interfaces: Vec<String>,
+}
+
+impl Info {
+    /// This daemon's.
+    pub fn this() -> Info {
+        Info {
+            vendor: "disklock".into(),
+            product: "disklock".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            url: String::new(),
+            interfaces: vec![SERVICE.into(), INTERFACE.into()],
+        }
+    }
+}
+
+/// An error reply: the `io.disklock.Lease` errors and the Varlink service's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "error", content = "parameters")]
+pub enum Failure {
+    /// Someone else holds the disk's lease.
+    #[serde(rename = "io.disklock.Lease.Busy")]
+    #[error("{disk}: busy: {message}")]
+    Busy {
+        /// The disk.
+        disk: String,
+        /// Its key.
+        key: String,
+        /// The lease file.
+        lease: String,
+        /// Holder records.
+        holders: Vec<Holder>,
+        /// The kernel's view of the lock.
+        #[serde(default)]
+        lock: Option<LockInfo>,
+        /// Who holds it, in one line.
+        message: String,
+    },
+    /// The disk could not be resolved.
+    #[serde(rename = "io.disklock.Lease.UnknownDisk")]
+    #[error("{disk}: {reason}")]
+    UnknownDisk {
+        /// The disk.
+        disk: String,
+        /// Why.
+        reason: String,
+    },
+    /// The lease file or lockspace could not be used.
+    #[serde(rename = "io.disklock.Lease.LeaseFailed")]
+    #[error("{disk}: {reason}")]
+    LeaseFailed {
+        /// The disk.
+        disk: String,
+        /// Why.
+        reason: String,
+    },
+    /// A bad owner.
+    #[serde(rename = "io.disklock.Lease.InvalidOwner")]
+    #[error("{reason}")]
+    InvalidOwner {
+        /// Why.
+        reason: String,
+    },
+    /// Not allowed.
+    #[serde(rename = "io.disklock.Lease.PermissionDenied")]
+    #[error("permission denied: {reason}")]
+    PermissionDenied {
+        /// Why.
+        reason: String,
+    },
+    /// A message over [`MAX_MESSAGE`].
+    #[serde(rename = "io.disklock.Lease.RequestTooLarge")]
+    #[error("request larger than {limit} bytes")]
+    RequestTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The daemon is stopping.
+    #[serde(rename = "io.disklock.Lease.ShuttingDown")]
+    #[error("the daemon is shutting down")]
+    ShuttingDown {},
+    /// Varlink: no such interface.
+    #[serde(rename = "org.varlink.service.InterfaceNotFound")]
+    #[error("interface {interface} not found")]
+    InterfaceNotFound {
+        /// The interface.
+        interface: String,
+    },
+    /// Varlink: no such method.
+    #[serde(rename = "org.varlink.service.MethodNotFound")]
+    #[error("method {method} not found")]
+    MethodNotFound {
+        /// The method.
+        method: String,
+    },
+    /// Varlink: a parameter is missing or has the wrong type.
+    #[serde(rename = "org.varlink.service.InvalidParameter")]
+    #[error("invalid parameter: {parameter}")]
+    InvalidParameter {
+        /// Which, and why.
+        parameter: String,
+    },
+}
+
+impl Failure {
+    /// The reply that carries this error.
+    pub fn to_reply(&self) -> Reply {
+        let v = to_value(self);
+        Reply {
+            error: v.get("error").and_then(Value::as_str).map(str::to_owned),
+            parameters: v.get("parameters").cloned().unwrap_or(Value::Null),
+        }
+    }
+
+    /// Decodes an error reply; `None` for an error this client does not know.
+    pub fn from_reply(r: &Reply) -> Option<Failure> {
+        let params = match &r.parameters {
+            Value::Null => Value::Object(Default::default()),
+            v => v.clone(),
+        };
+        serde_json::from_value(serde_json::json!({ "error": r.error, "parameters": params })).ok()
+    }
+}
+
+/// A reply's success parameters.
+pub fn ok_reply<T: Serialize>(v: &T) -> Reply {
+    Reply {
+        parameters: to_value(v),
+        error: None,
+    }
+}
+
+/// Encodes a message: JSON and a NUL.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut v = serde_json::to_vec(msg).unwrap_or_default();
+    v.push(0);
+    v
+}
+
+/// Splits a byte stream into NUL-terminated messages of bounded size.
+#[derive(Debug)]
+pub struct Framer {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl Default for Framer {
+    /// A framer for requests: at most [`MAX_MESSAGE`] bytes.
+    fn default() -> Framer {
+        Framer::new(MAX_MESSAGE)
+    }
+}
+
+/// A framing failure: the peer sent a message over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("message larger than {0} bytes")]
+pub struct TooLarge(pub usize);
+
+impl Framer {
+    /// A framer for messages of at most `limit` bytes.
+    pub fn new(limit: usize) -> Framer {
+        Framer {
+            buf: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Adds received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole message, if one has arrived.
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, TooLarge> {
+        match self.buf.iter().position(|&b| b == 0) {
+            Some(n) if n > self.limit => Err(TooLarge(self.limit)),
+            Some(n) => {
+                let msg = self.buf[..n].to_vec();
+                self.buf.drain(..=n);
+                Ok(Some(msg))
+            }
+            None if self.buf.len() > self.limit => Err(TooLarge(self.limit)),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes of an unfinished message.
+    #[cfg(test)]
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Owner {
+        Owner {
+            name: "vm".into(),
+            uuid: "u".into(),
+            pid: 7,
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = [
+            Request::Version,
+            Request::Status,
+            Request::GetInfo,
+            Request::GetInterfaceDescription {
+                interface: INTERFACE.into(),
+            },
+            Request::Acquire(AcquireParams {
+                disks: vec![DiskRequest {
+                    path: "/d".into(),
+                    mode: DiskMode::Readonly,
+                }],
+                owner: owner(),
+            }),
+            Request::Release(ReleaseParams {
+                disks: vec!["/d".into()],
+                owner: Some("u".into()),
+            }),
+            Request::ReleaseOwner(ReleaseOwnerParams {
+                name: Some("vm".into()),
+                uuid: None,
+            }),
+        ];
+        for r in reqs {
+            let bytes = encode(&r.to_call());
+            assert_eq!(bytes.last(), Some(&0));
+            let call: Call = serde_json::from_slice(&bytes[..bytes.len() - 1]).unwrap();
+            assert_eq!(Request::from_call(call).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn wire_shape() {
+        let call = Request::Acquire(AcquireParams {
+            disks: vec![DiskRequest {
+                path: "/d".into(),
+                mode: DiskMode::Shared,
+            }],
+            owner: owner(),
+        })
+        .to_call();
+        assert_eq!(
+            serde_json::to_string(&call).unwrap(),
+            r#"{"method":"io.disklock.Lease.Acquire","parameters":{"disks":[{"mode":"shared","path":"/d"}],"owner":{"name":"vm","pid":7,"uuid":"u"}}}"#
+        );
+        let r = Failure::PermissionDenied {
+            reason: "no".into(),
+        }
+        .to_reply();
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"parameters":{"reason":"no"},"error":"io.disklock.Lease.PermissionDenied"}"#
+        );
+        assert_eq!(
+            Failure::from_reply(&r),
+            Some(Failure::PermissionDenied {
+                reason: "no".into()
+            })
+        );
+        let r = Failure::ShuttingDown {}.to_reply();
+        assert_eq!(Failure::from_reply(&r), Some(Failure::ShuttingDown {}));
+        let unknown = Reply {
+            parameters: Value::Null,
+            error: Some("com.example.Other".into()),
+        };
+        assert_eq!(Failure::from_reply(&unknown), None);
+    }
+
+    #[test]
+    fn bad_calls() {
+        let call = |m: &str, p: Value| Call {
+            method: m.into(),
+            parameters: p,
+            oneway: false,
+            more: false,
+        };
+        assert!(matches!(
+            Request::from_call(call("io.disklock.Lease.Nope", Value::Null)),
+            Err(Failure::MethodNotFound { .. })
+        ));
+        assert!(matches!(
+            Request::from_call(call("com.example.X", Value::Null)),
+            Err(Failure::InterfaceNotFound { .. })
+        ));
+        assert!(matches!(
+            Request::from_call(call("nodot", Value::Null)),
+            Err(Failure::InterfaceNotFound { .. })
+        ));
+        assert!(matches!(
+            Request::from_call(call(
+                "io.disklock.Lease.Acquire",
+                serde_json::json!({"disks": 5})
+            )),
+            Err(Failure::InvalidParameter { .. })
+        ));
+        // A method without parameters accepts none, null or {}.
+        assert_eq!(
+            Request::from_call(call("io.disklock.Lease.Status", serde_json::json!({}))).unwrap(),
+            Request::Status
+        );
+    }
+
+    #[test]
+    fn framing() {
+        let mut f = Framer::default();
+        f.push(b"{\"a\":1}\0{\"b\"");
+        assert_eq!(f.next_message().unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(f.next_message().unwrap(), None);
+        assert_eq!(f.pending(), 4);
+        f.push(b":2}\0");
+        assert_eq!(f.next_message().unwrap().unwrap(), b"{\"b\":2}");
+        let mut f = Framer::default();
+        f.push(&vec![b'x'; MAX_MESSAGE + 1]);
+        assert_eq!(f.next_message(), Err(TooLarge(MAX_MESSAGE)));
+        let mut f = Framer::default();
+        f.push(&vec![b'x'; MAX_MESSAGE]);
+        assert_eq!(f.next_message(), Ok(None));
+        f.push(b"\0");
+        assert_eq!(f.next_message().unwrap().unwrap().len(), MAX_MESSAGE);
+    }
+
+    #[test]
+    fn description_names_every_method_and_error() {
+        assert!(DESCRIPTION.contains("interface io.disklock.Lease\n"));
+        for m in ["Version", "Acquire", "Release", "ReleaseOwner", "Status"] {
+            assert!(DESCRIPTION.contains(&format!("method {m}(")), "{m}");
+        }
+        for e in [
+            "Busy",
+            "UnknownDisk",
+            "LeaseFailed",
+            "InvalidOwner",
+            "PermissionDenied",
+            "RequestTooLarge",
+            "ShuttingDown",
+        ] {
+            assert!(DESCRIPTION.contains(&format!("error {e} (")), "{e}");
+        }
+    }
+}

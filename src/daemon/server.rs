@@ -1,0 +1,809 @@
+//! The daemon's I/O shell: the Unix socket, connections, owner watches, logging.
+//!
+//! Tasks, all on one thread (a current-thread tokio runtime):
+//! - One **table task** owns the [`Table`], the resolver and the configuration. Commands
+//!   reach it over a channel and it answers over a oneshot; nothing else touches a lease, and
+//!   it holds nothing across an await.
+//! - The accept loop, one task per connection (at most [`MAX_CLIENTS`]), and one watch task
+//!   per owner: it waits for the owner's pidfd to become readable (the process exited) — or,
+//!   on kernels without pidfd, polls the process start time — and tells the table task.
+//!
+//! Lease I/O (open, fcntl, write, unlink) is blocking and runs inline in the table task. On
+//! a stalled NFS server that stalls the whole daemon, which costs nothing extra: every
+//! request waits for the single table owner anyway. In exchange a request never crosses a
+//! thread, which halves its latency (measured with `cargo bench --bench lease`).
+//!
+//! Messages are bounded ([`MAX_MESSAGE`]); a client that disconnects mid-message leaves
+//! nothing behind; a reply that cannot be delivered does not undo the request (the owner's
+//! death does).
+
+// A `Failure` is built once per refused request; its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::protocol::{
+    self, AcquireParams, AcquireReply, Call, DiskMode, Failure, Framer, Info, MAX_MESSAGE, Reply,
+    Request, StatusReply, VersionReply,
+};
+use super::table::{
+    AcquireRequest, Effect, Event, FileBackend, Identity, LeaseId, OwnerSelector, Refusal, Table,
+    Target,
+};
+use crate::exit::{Code, chain_std};
+use crate::lockspace::{HostIdentity, LeaseError, Mode, Owner, Released};
+use crate::settings::Settings;
+
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_CLIENTS: usize = 1024;
+/// Disks in one request.
+pub const MAX_DISKS: usize = 4096;
+/// How often an owner is polled when the kernel has no pidfd.
+const POLL_OWNER: Duration = Duration::from_millis(200);
+
+/// Who is on the other end of a connection (SO_PEERCRED).
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    uid: u32,
+}
+
+enum Cmd {
+    Request {
+        req: Request,
+        peer: Peer,
+        reply: oneshot::Sender<Reply>,
+    },
+    OwnerDied {
+        uuid: String,
+        pid: u32,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
+    raise_nofile_limit();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(serve(settings, socket))
+}
+
+/// Each lease holds an fd: allow as many as the hard limit does.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+    }
+}
+
+async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
+    let (listener, _guard) = listen(socket)?;
+    let (tx, rx) = mpsc::channel::<Cmd>(1024);
+    let table = tokio::spawn(table_task(settings, rx, tx.clone()));
+    tracing::info!(
+        event = "start",
+        socket = %socket.display(),
+        pid = std::process::id(),
+        version = env!("CARGO_PKG_VERSION"),
+        "disklock daemon listening on {}",
+        socket.display()
+    );
+    let limit = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot catch SIGTERM")?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot catch SIGINT")?;
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.context("connection limit closed")?,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        };
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        connection(stream, tx).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let (done_tx, done_rx) = oneshot::channel();
+    if tx.send(Cmd::Shutdown { done: done_tx }).await.is_ok() {
+        let _ = done_rx.await;
+    }
+    drop(tx);
+    if table.await.is_err() {
+        anyhow::bail!("the lease table task panicked");
+    }
+    Ok(Code::Ok)
+}
+
+/// Removes the socket when the daemon stops; the lock file's lock goes with the process.
+struct SocketGuard {
+    socket: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Binds the socket (mode 0600, in a 0700 directory created if missing). A lock on
+/// `<socket>.lock` makes sure one daemon owns a socket path; with it held, whatever is at
+/// the path is a stale socket of a dead daemon and is removed.
+fn listen(socket: &Path) -> anyhow::Result<(UnixListener, SocketGuard)> {
+    use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, OpenOptionsExt as _};
+    let dir = socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .with_context(|| format!("socket {}: no directory", socket.display()))?;
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create socket directory {}", dir.display()))?;
+    }
+    let lock_path = PathBuf::from(format!("{}.lock", socket.display()));
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    let fl = libc::flock {
+        l_type: crate::lockspace::short(libc::F_WRLCK),
+        l_whence: crate::lockspace::short(libc::SEEK_SET),
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    if let Err(e) = nix::fcntl::fcntl(&lock, nix::fcntl::FcntlArg::F_SETLK(&fl)) {
+        anyhow::bail!(
+            "another disklock daemon serves {} ({} is locked: {e})",
+            socket.display(),
+            lock_path.display()
+        );
+    }
+    match std::fs::symlink_metadata(socket) {
+        Ok(m) if m.file_type().is_socket() => {
+            tracing::info!(socket = %socket.display(), "removing the stale socket of a dead daemon");
+            std::fs::remove_file(socket)
+                .with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
+        }
+        Ok(_) => anyhow::bail!(
+            "{} exists and is not a socket; not replacing it",
+            socket.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", socket.display())),
+    }
+    let listener = UnixListener::bind(socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    let guard = SocketGuard {
+        socket: socket.to_path_buf(),
+        _lock: lock,
+    };
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set the mode of {}", socket.display()))?;
+    Ok((listener, guard))
+}
+
+async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
+    let peer = match stream.peer_cred() {
+        Ok(c) => Peer { uid: c.uid() },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; closing");
+            return;
+        }
+    };
+    let mut framer = Framer::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        loop {
+            match framer.next_message() {
+                Ok(Some(msg)) => {
+                    let (reply, oneway) = handle(&msg, peer, &tx).await;
+                    if !oneway && stream.write_all(&protocol::encode(&reply)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(protocol::TooLarge(_)) => {
+                    let reply = Failure::RequestTooLarge {
+                        limit: MAX_MESSAGE as u64,
+                    }
+                    .to_reply();
+                    let _ = stream.write_all(&protocol::encode(&reply)).await;
+                    tracing::warn!(uid = peer.uid, "request over {MAX_MESSAGE} bytes; closing");
+                    return;
+                }
+            }
+        }
+        match stream.read(&mut buf).await {
+            // Closed, possibly mid-message: the partial message is dropped with the framer.
+            Ok(0) | Err(_) => return,
+            Ok(n) => framer.push(&buf[..n]),
+        }
+    }
+}
+
+async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> (Reply, bool) {
+    let call: Call = match serde_json::from_slice(msg) {
+        Ok(c) => c,
+        Err(e) => {
+            let f = Failure::InvalidParameter {
+                parameter: format!("not a Varlink call: {e}"),
+            };
+            return (f.to_reply(), false);
+        }
+    };
+    let oneway = call.oneway;
+    let req = match Request::from_call(call) {
+        Ok(r) => r,
+        Err(f) => return (f.to_reply(), oneway),
+    };
+    let reply = match req {
+        Request::Version => protocol::ok_reply(&VersionReply {
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol: protocol::PROTOCOL,
+        }),
+        Request::GetInfo => protocol::ok_reply(&Info::this()),
+        Request::GetInterfaceDescription { interface } => {
+            if interface == protocol::INTERFACE {
+                protocol::ok_reply(&serde_json::json!({ "description": protocol::DESCRIPTION }))
+            } else {
+                Failure::InterfaceNotFound { interface }.to_reply()
+            }
+        }
+        req => {
+            let (reply_tx, reply_rx) = oneshot::channel();
+            let sent = tx
+                .send(Cmd::Request {
+                    req,
+                    peer,
+                    reply: reply_tx,
+                })
+                .await;
+            match (sent, reply_rx.await) {
+                (Ok(()), Ok(r)) => r,
+                _ => Failure::ShuttingDown {}.to_reply(),
+            }
+        }
+    };
+    (reply, oneway)
+}
+
+/// The table task's state besides the table.
+struct Shell {
+    settings: Settings,
+    table: Table<FileBackend>,
+    /// Owner watches, by uuid: the start time checked at acquire, and the task.
+    watches: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// Owner processes checked by the current request, until their watch starts.
+    pending: HashMap<String, ProcHandle>,
+    tx: mpsc::Sender<Cmd>,
+}
+
+async fn table_task(settings: Settings, mut rx: mpsc::Receiver<Cmd>, tx: mpsc::Sender<Cmd>) {
+    let identity = Identity {
+        host: HostIdentity::this_host(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut shell = Shell {
+        settings,
+        table: Table::new(FileBackend, identity),
+        watches: HashMap::new(),
+        pending: HashMap::new(),
+        tx,
+    };
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Cmd::Request { req, peer, reply } => {
+                let r = shell.request(req, peer);
+                shell.effects();
+                // The client may be gone; its owner's death releases what it took.
+                let _ = reply.send(r);
+            }
+            Cmd::OwnerDied { uuid, pid } => {
+                tracing::info!(event = "owner-exit", owner_uuid = %uuid, owner_pid = pid, "owner process {pid} exited");
+                shell.watches.remove(&uuid);
+                shell.table.owner_died(&uuid);
+                shell.effects();
+            }
+            Cmd::Shutdown { done } => {
+                tracing::info!(
+                    event = "stop",
+                    leases = shell.table.len(),
+                    "releasing {} leases",
+                    shell.table.len()
+                );
+                shell.table.shutdown();
+                shell.effects();
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+    // Every sender is gone: nobody can ask for anything any more.
+    shell.table.shutdown();
+    shell.effects();
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Shell {
+    fn request(&mut self, req: Request, peer: Peer) -> Reply {
+        let result = match req {
+            Request::Acquire(p) => self.acquire(p, peer).map(|r| protocol::ok_reply(&r)),
+            Request::Release(p) => {
+                let targets: Vec<(String, LeaseId)> = p
+                    .disks
+                    .iter()
+                    .map(|d| (d.clone(), self.lease_of(d)))
+                    .collect();
+                self.table
+                    .release(&targets, p.owner.as_deref(), peer.uid)
+                    .map(|o| protocol::ok_reply(&o))
+                    .map_err(failure)
+            }
+            Request::ReleaseOwner(p) => {
+                if p.name.is_none() && p.uuid.is_none() {
+                    Err(Failure::InvalidParameter {
+                        parameter: "ReleaseOwner needs a name or a uuid".into(),
+                    })
+                } else {
+                    let sel = OwnerSelector {
+                        name: p.name,
+                        uuid: p.uuid,
+                    };
+                    self.table
+                        .release_owners(&sel, peer.uid)
+                        .map(|o| protocol::ok_reply(&o))
+                        .map_err(failure)
+                }
+            }
+            Request::Status => Ok(protocol::ok_reply(&StatusReply {
+                leases: self.table.status(),
+            })),
+            // Answered by the connection task.
+            Request::Version | Request::GetInfo | Request::GetInterfaceDescription { .. } => {
+                Err(Failure::MethodNotFound {
+                    method: "(internal)".into(),
+                })
+            }
+        };
+        result.unwrap_or_else(|f| f.to_reply())
+    }
+
+    /// The lease a disk names: the resolver's answer, or, for a disk that has vanished
+    /// since, the held lease first registered under that exact name.
+    fn lease_of(&self, disk: &str) -> LeaseId {
+        match resolve(&self.settings, disk, Mode::Exclusive) {
+            Ok(t) => LeaseId {
+                lockspace: t.lockspace,
+                key: t.key,
+            },
+            Err(_) => self.table.lease_named(disk).unwrap_or_else(|| LeaseId {
+                // Names no lease: the table reports the disk as not held.
+                lockspace: PathBuf::new(),
+                key: disklock_naming::DiskKey::new("-")
+                    .unwrap_or_else(|_| unreachable!("valid key")),
+            }),
+        }
+    }
+
+    fn acquire(&mut self, p: AcquireParams, peer: Peer) -> Result<AcquireReply, Failure> {
+        let AcquireParams { disks, owner } = p;
+        if disks.is_empty() || disks.len() > MAX_DISKS {
+            return Err(Failure::InvalidParameter {
+                parameter: format!("disks: between 1 and {MAX_DISKS} disks are needed"),
+            });
+        }
+        check_owner(&owner)?;
+        // An owner already registered (same uuid and pid) is watched already; else check the
+        // process now and keep the handle that names it until its watch starts.
+        let owner_uid = match self.table.owner_uid(&owner) {
+            Some(uid) => uid,
+            None => {
+                let (uid, handle) = owner_process(owner.pid)?;
+                self.pending.insert(owner.uuid.clone(), handle);
+                uid
+            }
+        };
+        let mut targets = Vec::with_capacity(disks.len());
+        let mut skipped = Vec::new();
+        for d in &disks {
+            let mode = match d.mode {
+                DiskMode::Exclusive => Mode::Exclusive,
+                DiskMode::Shared => Mode::Shared,
+                DiskMode::Readonly if self.settings.config.readonly_disk_leases => Mode::Shared,
+                DiskMode::Readonly => {
+                    skipped.push(d.path.clone());
+                    continue;
+                }
+            };
+            match resolve(&self.settings, &d.path, mode) {
+                Ok(t) => targets.push(t),
+                Err(f) => {
+                    tracing::warn!(event = "refuse", disk = %d.path, owner = %owner.name, owner_uuid = %owner.uuid, reason = %f, "refused {}: {f}", d.path);
+                    return Err(f);
+                }
+            }
+        }
+        let leases = self
+            .table
+            .acquire(
+                AcquireRequest {
+                    targets,
+                    owner,
+                    owner_uid,
+                    client_uid: peer.uid,
+                },
+                now(),
+            )
+            .map_err(failure)?;
+        Ok(AcquireReply { leases, skipped })
+    }
+
+    fn effects(&mut self) {
+        for e in self.table.take_effects() {
+            match e {
+                Effect::Watch { uuid, pid } => {
+                    let handle = self.pending.remove(&uuid);
+                    let tx = self.tx.clone();
+                    let u = uuid.clone();
+                    let task = tokio::spawn(async move {
+                        let handle = match handle {
+                            Some(h) => h,
+                            None => match owner_process(pid) {
+                                Ok((_, h)) => h,
+                                Err(_) => ProcHandle::Gone,
+                            },
+                        };
+                        watch(pid, handle).await;
+                        let _ = tx.send(Cmd::OwnerDied { uuid: u, pid }).await;
+                    });
+                    if let Some(old) = self.watches.insert(uuid, task) {
+                        old.abort();
+                    }
+                }
+                Effect::Unwatch { uuid } => {
+                    if let Some(task) = self.watches.remove(&uuid) {
+                        task.abort();
+                    }
+                }
+                Effect::Log(ev) => log_event(&ev),
+            }
+        }
+        self.pending.clear();
+    }
+}
+
+fn check_owner(o: &Owner) -> Result<(), Failure> {
+    let bad = |what: &str| {
+        Err(Failure::InvalidOwner {
+            reason: format!("owner {what}"),
+        })
+    };
+    if o.name.is_empty() || o.name.len() > 255 || o.name.chars().any(char::is_control) {
+        return bad("name must be 1 to 255 printable characters");
+    }
+    if o.uuid.is_empty()
+        || o.uuid.len() > 128
+        || o.uuid.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return bad("uuid must be 1 to 128 characters without spaces");
+    }
+    if o.pid == 0 || i32::try_from(o.pid).is_err() {
+        return bad("pid must be a process id");
+    }
+    Ok(())
+}
+
+/// What names an owner process for good, whatever happens to its pid.
+enum ProcHandle {
+    /// A pidfd: readable once the process has exited.
+    Pidfd(std::os::fd::OwnedFd),
+    /// No pidfd (kernel before 5.3, seccomp): the start time, polled.
+    StartTime(Option<u64>),
+    /// The process has already exited.
+    Gone,
+}
+
+/// The owner process's uid (the owner of `/proc/PID`: its effective uid) and a handle on it.
+/// The pidfd is taken first, so the uid read next belongs to the process it names.
+fn owner_process(pid: u32) -> Result<(u32, ProcHandle), Failure> {
+    use rustix::process::{Pid, PidfdFlags, pidfd_open};
+    use std::os::unix::fs::MetadataExt as _;
+    let gone = || Failure::InvalidOwner {
+        reason: format!("owner pid {pid} does not exist"),
+    };
+    let raw = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(gone)?;
+    let handle = match pidfd_open(raw, PidfdFlags::empty()) {
+        Ok(fd) => ProcHandle::Pidfd(fd),
+        Err(rustix::io::Errno::SRCH) => return Err(gone()),
+        Err(_) => ProcHandle::StartTime(start_time(pid)),
+    };
+    let meta = std::fs::metadata(format!("/proc/{pid}")).map_err(|_| gone())?;
+    Ok((meta.uid(), handle))
+}
+
+/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
+/// With the pid, it names one process for good (a pid is reused, a start time is not).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields resume after the
+    // last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Returns when the process `pid`, named by `handle`, has exited.
+async fn watch(pid: u32, handle: ProcHandle) {
+    match handle {
+        ProcHandle::Pidfd(fd) => {
+            // tokio deprecated its safe constructors for fds the caller might close behind its
+            // back (tokio PR 8587). Here the AsyncFd owns the OwnedFd, so the fd stays open
+            // and the same for the AsyncFd's whole life: the unsafe replacement's contract
+            // holds, and this crate stays free of `unsafe`.
+            #[allow(deprecated)]
+            let registered =
+                tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE);
+            match registered {
+                // Readable = the process exited.
+                Ok(afd) => drop(afd.readable().await),
+                Err(_) => poll(pid, start_time(pid)).await,
+            }
+        }
+        ProcHandle::StartTime(start) => poll(pid, start).await,
+        ProcHandle::Gone => {}
+    }
+}
+
+async fn poll(pid: u32, start: Option<u64>) {
+    loop {
+        match start_time(pid) {
+            Some(t) if start.is_none_or(|s| s == t) => tokio::time::sleep(POLL_OWNER).await,
+            _ => return,
+        }
+    }
+}
+
+fn resolve(settings: &Settings, disk: &str, mode: Mode) -> Result<Target, Failure> {
+    let unknown = |reason: String| Failure::UnknownDisk {
+        disk: disk.to_owned(),
+        reason,
+    };
+    if !disk.starts_with('/') {
+        return Err(unknown("not an absolute path".into()));
+    }
+    let r = settings
+        .resolver
+        .resolve_path(std::ffi::OsStr::new(disk), Path::new("/"))
+        .map_err(|e| unknown(chain_std(&e)))?;
+    Ok(Target {
+        disk: disk.to_owned(),
+        lockspace: settings.lockspace(r.source.lockspace()).to_path_buf(),
+        key: r.key,
+        source: r.source.as_str().to_owned(),
+        mode,
+    })
+}
+
+fn failure(r: Refusal) -> Failure {
+    match r {
+        Refusal::Busy { disk, key, busy } => Failure::Busy {
+            message: busy.describe(),
+            disk,
+            key,
+            lease: busy.lease.display().to_string(),
+            holders: busy.holders,
+            lock: busy.lock,
+        },
+        Refusal::Lease { disk, error } => Failure::LeaseFailed {
+            disk,
+            reason: lease_reason(&error),
+        },
+        Refusal::PermissionDenied { reason } => Failure::PermissionDenied { reason },
+        r @ (Refusal::OwnerConflict { .. } | Refusal::ModeConflict { .. }) => {
+            Failure::InvalidOwner {
+                reason: chain_std(&r),
+            }
+        }
+    }
+}
+
+fn lease_reason(e: &LeaseError) -> String {
+    chain_std(e)
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::Acquired {
+            disk,
+            lease,
+            mode,
+            owner,
+            new_lock,
+        } => tracing::info!(
+            event = "acquire",
+            disk = %disk,
+            key = %lease.key,
+            lockspace = %lease.lockspace.display(),
+            mode = mode.as_str(),
+            owner = %owner.name,
+            owner_uuid = %owner.uuid,
+            owner_pid = owner.pid,
+            new_lock,
+            "acquired {disk} ({mode}) for {}",
+            owner.name
+        ),
+        Event::Refused {
+            disk,
+            lease,
+            mode,
+            owner,
+            reason,
+        } => tracing::warn!(
+            event = "refuse",
+            disk = %disk,
+            key = lease.as_ref().map(|l| l.key.to_string()).unwrap_or_default(),
+            lockspace = lease.as_ref().map(|l| l.lockspace.display().to_string()).unwrap_or_default(),
+            mode = mode.as_str(),
+            owner = %owner.name,
+            owner_uuid = %owner.uuid,
+            owner_pid = owner.pid,
+            reason = %reason,
+            "refused {disk} ({mode}) for {}: {reason}",
+            owner.name
+        ),
+        Event::Released {
+            disk,
+            lease,
+            owner,
+            cause,
+            file,
+        } => {
+            let file_text = match file {
+                None => "kept for other owners".to_owned(),
+                Some(Ok(Released::Unlinked)) => "lock dropped, file removed".to_owned(),
+                Some(Ok(Released::Kept)) => "lock dropped, file kept".to_owned(),
+                Some(Err(e)) => format!("lock dropped, file not removed: {e}"),
+            };
+            tracing::info!(
+                event = "release",
+                disk = %disk,
+                key = %lease.key,
+                lockspace = %lease.lockspace.display(),
+                owner = %owner.name,
+                owner_uuid = %owner.uuid,
+                owner_pid = owner.pid,
+                cause = cause.as_str(),
+                file = %file_text,
+                "released {disk} for {} ({}): {file_text}",
+                owner.name,
+                cause.as_str()
+            );
+        }
+        Event::HolderNotUpdated { lease, reason } => tracing::warn!(
+            event = "holder-not-updated",
+            key = %lease.key,
+            lockspace = %lease.lockspace.display(),
+            reason = %reason,
+            "cannot rewrite the holder record of {}: {reason}",
+            lease.path().display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_self_and_of_nobody() {
+        let me = std::process::id();
+        let t = start_time(me).unwrap();
+        assert_eq!(start_time(me), Some(t));
+        // pid_max is at most 2^22.
+        assert_eq!(start_time(u32::MAX - 1), None);
+    }
+
+    #[test]
+    fn owner_checks() {
+        let o = |name: &str, uuid: &str, pid: u32| Owner {
+            name: name.into(),
+            uuid: uuid.into(),
+            pid,
+        };
+        assert!(check_owner(&o("vm", "u", 1)).is_ok());
+        assert!(check_owner(&o("", "u", 1)).is_err());
+        assert!(check_owner(&o("a\nb", "u", 1)).is_err());
+        assert!(check_owner(&o("vm", "a b", 1)).is_err());
+        assert!(check_owner(&o("vm", "u", 0)).is_err());
+        assert!(check_owner(&o("vm", "u", u32::MAX)).is_err());
+        let (uid, handle) = owner_process(std::process::id()).unwrap();
+        assert_eq!(uid, nix::unistd::geteuid().as_raw());
+        assert!(matches!(handle, ProcHandle::Pidfd(_)));
+        assert!(matches!(
+            owner_process(u32::MAX - 1),
+            Err(Failure::InvalidOwner { .. })
+        ));
+    }
+
+    #[test]
+    fn watch_returns_when_the_process_exits() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (_, handle) = owner_process(pid).unwrap();
+        rt.block_on(async {
+            let w = tokio::spawn(watch(pid, handle));
+            // Still running: the watch has not returned.
+            tokio::task::yield_now().await;
+            assert!(!w.is_finished());
+            child.kill().unwrap();
+            child.wait().unwrap();
+            tokio::time::timeout(Duration::from_secs(10), w)
+                .await
+                .expect("watch returns after the exit")
+                .unwrap();
+            // Without a pidfd: a pid whose start time does not match is already gone.
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                watch(std::process::id(), ProcHandle::StartTime(Some(1))),
+            )
+            .await
+            .expect("a mismatched start time means gone");
+            tokio::time::timeout(Duration::from_secs(10), poll(std::process::id(), Some(1)))
+                .await
+                .expect("poll sees the mismatch");
+        });
+    }
+}

@@ -1,0 +1,1240 @@
+//! The lease table: every lease the daemon holds and every owner it holds them for, as a
+//! state machine without I/O.
+//!
+//! Inputs are requests (acquire, release, release an owner, status), events (an owner
+//! process died, shutdown) and the time, passed in as seconds since the epoch. Lease files
+//! are reached only through a [`Backend`] (the real one is [`FileBackend`]; tests use a fake
+//! that simulates other hosts). Other outputs are [`Effect`]s that the I/O shell carries out:
+//! start or stop watching an owner process, and log one structured event per acquire,
+//! refusal and release.
+//!
+//! Rules kept here:
+//! - One backend lease per lease file, however many local owners share it: a second open of
+//!   a lease file in the daemon would drop its POSIX lock when closed.
+//! - An acquire of several disks is all-or-nothing: on the first busy disk or error, what
+//!   this request took is given back before the refusal is returned.
+//! - A lease lives exactly as long as it has an owner; an owner exactly as long as it holds a
+//!   lease (and is watched exactly as long as it exists).
+//! - A client that is not root acts only for owner processes of its own uid.
+
+// A refusal is built once per refused request; its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use disklock_naming::DiskKey;
+
+use crate::lockspace::{
+    self, Acquired, Busy, Holder, HostIdentity, LeaseError, LockInfo, Mode, Owner, Released,
+};
+
+/// Where lease files live, as the table sees it.
+pub trait Backend {
+    /// A held lease.
+    type Lease;
+    /// Takes the lease `<dir>/<key>`.
+    fn acquire(
+        &mut self,
+        dir: &Path,
+        key: &DiskKey,
+        mode: Mode,
+        holder: &Holder,
+    ) -> Result<Acquired<Self::Lease>, LeaseError>;
+    /// Rewrites the holder record of a held lease.
+    fn update(&mut self, lease: &Self::Lease, holder: &Holder) -> Result<(), LeaseError>;
+    /// Gives a lease back (the lock is gone afterwards even on error).
+    fn release(&mut self, lease: Self::Lease) -> Result<Released, LeaseError>;
+}
+
+/// Lease files in lockspace directories ([`lockspace`]).
+#[derive(Debug, Default)]
+pub struct FileBackend;
+
+impl Backend for FileBackend {
+    type Lease = lockspace::Lease;
+    fn acquire(
+        &mut self,
+        dir: &Path,
+        key: &DiskKey,
+        mode: Mode,
+        holder: &Holder,
+    ) -> Result<Acquired<lockspace::Lease>, LeaseError> {
+        lockspace::acquire(dir, key, mode, holder)
+    }
+    fn update(&mut self, lease: &lockspace::Lease, holder: &Holder) -> Result<(), LeaseError> {
+        lease.write_holder(holder)
+    }
+    fn release(&mut self, lease: lockspace::Lease) -> Result<Released, LeaseError> {
+        lease.release()
+    }
+}
+
+/// A disk resolved to its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The disk as the client named it.
+    pub disk: String,
+    /// Its key.
+    pub key: DiskKey,
+    /// Where the key came from (`scsi-wwid`, `file-sha256`, …).
+    pub source: String,
+    /// The lockspace directory.
+    pub lockspace: PathBuf,
+    /// The mode asked for.
+    pub mode: Mode,
+}
+
+impl Target {
+    fn id(&self) -> LeaseId {
+        LeaseId {
+            lockspace: self.lockspace.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// A lease file: lockspace directory and key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseId {
+    /// The lockspace directory.
+    pub lockspace: PathBuf,
+    /// The key (the file name).
+    pub key: DiskKey,
+}
+
+impl LeaseId {
+    /// The lease file.
+    pub fn path(&self) -> PathBuf {
+        self.lockspace.join(self.key.as_str())
+    }
+}
+
+/// Who this daemon is, for holder records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Host name and id.
+    pub host: HostIdentity,
+    /// The daemon's pid (the process that holds the locks).
+    pub pid: u32,
+    /// disklock's version.
+    pub version: String,
+}
+
+struct Entry<L> {
+    lease: L,
+    disk: String,
+    source: String,
+    mode: Mode,
+    since: u64,
+    owners: OwnerList,
+}
+
+/// A lease's owners, sorted by uuid. Nearly always one: a vector costs a fraction of a
+/// map's node (this is per lease, and the daemon holds up to 100,000 leases).
+#[derive(Default)]
+struct OwnerList(Vec<Owner>);
+
+impl OwnerList {
+    fn one(o: Owner) -> OwnerList {
+        OwnerList(vec![o])
+    }
+    fn contains_key(&self, uuid: &str) -> bool {
+        self.0.iter().any(|o| o.uuid == uuid)
+    }
+    fn insert(&mut self, o: Owner) {
+        if let Err(i) = self.0.binary_search_by(|x| x.uuid.cmp(&o.uuid)) {
+            self.0.insert(i, o);
+        }
+    }
+    fn remove(&mut self, uuid: &str) -> Option<Owner> {
+        let i = self.0.iter().position(|o| o.uuid == uuid)?;
+        Some(self.0.remove(i))
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|o| &o.uuid)
+    }
+    fn values(&self) -> impl Iterator<Item = &Owner> {
+        self.0.iter()
+    }
+}
+
+struct OwnerEntry {
+    owner: Owner,
+    uid: u32,
+    leases: Vec<LeaseId>,
+}
+
+/// Something for the I/O shell to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Watch this owner process; report its death with [`Table::owner_died`].
+    Watch {
+        /// The owner's uuid.
+        uuid: String,
+        /// Its pid.
+        pid: u32,
+    },
+    /// Stop watching this owner (it holds nothing any more).
+    Unwatch {
+        /// The owner's uuid.
+        uuid: String,
+    },
+    /// Log this event.
+    Log(Event),
+}
+
+/// Why leases were released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A client asked.
+    Request,
+    /// The owner process died.
+    OwnerDied,
+    /// The daemon is stopping.
+    Shutdown,
+    /// A multi-disk acquire failed part way and gave back what it took.
+    Rollback,
+}
+
+impl Cause {
+    /// For log fields.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Request => "request",
+            Cause::OwnerDied => "owner-died",
+            Cause::Shutdown => "shutdown",
+            Cause::Rollback => "rollback",
+        }
+    }
+}
+
+/// One structured log event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An owner now holds a lease (a new lease file lock, or joining a shared lease).
+    Acquired {
+        /// The disk.
+        disk: String,
+        /// The lease.
+        lease: LeaseId,
+        /// Mode.
+        mode: Mode,
+        /// For whom.
+        owner: Owner,
+        /// True when this took a new lock (false: joined a shared lease already held here).
+        new_lock: bool,
+    },
+    /// An acquire was refused.
+    Refused {
+        /// The disk that failed.
+        disk: String,
+        /// Its lease, when it was resolved.
+        lease: Option<LeaseId>,
+        /// Mode asked for.
+        mode: Mode,
+        /// For whom.
+        owner: Owner,
+        /// Why, in one line.
+        reason: String,
+    },
+    /// An owner no longer holds a lease.
+    Released {
+        /// The disk.
+        disk: String,
+        /// The lease.
+        lease: LeaseId,
+        /// Whose.
+        owner: Owner,
+        /// Why.
+        cause: Cause,
+        /// What happened to the lock: `None` while other local owners keep it.
+        file: Option<Result<Released, String>>,
+    },
+    /// A holder record could not be rewritten (the lock itself is unaffected).
+    HolderNotUpdated {
+        /// The lease.
+        lease: LeaseId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A held lease, as shown by `disklock status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeaseView {
+    /// The disk as first named.
+    pub disk: String,
+    /// Its key.
+    pub key: String,
+    /// Where the key came from.
+    pub source: String,
+    /// The lockspace directory.
+    pub lockspace: PathBuf,
+    /// The lease file.
+    pub lease: PathBuf,
+    /// Exclusive or shared.
+    pub mode: Mode,
+    /// Who holds it here.
+    pub owners: Vec<Owner>,
+    /// When it was taken (seconds since the epoch).
+    pub since: u64,
+    /// The holder record this daemon wrote into the lease file.
+    pub holder: Holder,
+}
+
+/// Why a request was refused. `Busy` is the expected one.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Someone else holds the disk's lease.
+    #[error("{disk}: busy: {}", busy.describe())]
+    Busy {
+        /// The disk.
+        disk: String,
+        /// Its key.
+        key: String,
+        /// Who holds it.
+        busy: Busy,
+    },
+    /// The lease file could not be used.
+    #[error("{disk}")]
+    Lease {
+        /// The disk.
+        disk: String,
+        /// Why.
+        #[source]
+        error: LeaseError,
+    },
+    /// The client may not act for that owner.
+    #[error("permission denied: {reason}")]
+    PermissionDenied {
+        /// Why.
+        reason: String,
+    },
+    /// An owner uuid that is already registered with another name or pid.
+    #[error("{reason}")]
+    OwnerConflict {
+        /// Why.
+        reason: String,
+    },
+    /// The owner already holds the disk in the other mode.
+    #[error("{disk}: already held {held} by this owner")]
+    ModeConflict {
+        /// The disk.
+        disk: String,
+        /// The mode held.
+        held: Mode,
+    },
+}
+
+/// An acquire request, its owner process already checked by the shell.
+#[derive(Debug, Clone)]
+pub struct AcquireRequest {
+    /// The disks, resolved.
+    pub targets: Vec<Target>,
+    /// For whom.
+    pub owner: Owner,
+    /// The real uid of the owner process.
+    pub owner_uid: u32,
+    /// The uid of the client (from SO_PEERCRED).
+    pub client_uid: u32,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReleaseOutcome {
+    /// Disks whose lease an owner gave up.
+    pub released: Vec<String>,
+    /// Disks named that this daemon does not hold (for that owner).
+    pub not_held: Vec<String>,
+}
+
+/// Which owners to release.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerSelector {
+    /// By name.
+    pub name: Option<String>,
+    /// By uuid.
+    pub uuid: Option<String>,
+}
+
+/// The daemon's leases and owners.
+pub struct Table<B: Backend> {
+    backend: B,
+    identity: Identity,
+    leases: BTreeMap<LeaseId, Entry<B::Lease>>,
+    owners: BTreeMap<String, OwnerEntry>,
+    effects: Vec<Effect>,
+}
+
+impl<B: Backend> Table<B> {
+    /// An empty table.
+    pub fn new(backend: B, identity: Identity) -> Table<B> {
+        Table {
+            backend,
+            identity,
+            leases: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    /// The effects produced since the last call, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// How many leases are held.
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Whether no lease is held.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
+    /// The backend (for tests).
+    #[cfg(test)]
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn holder(&self, mode: Mode, since: u64, disk: &str, owners: Vec<Owner>) -> Holder {
+        Holder {
+            host: self.identity.host.host.clone(),
+            host_id: self.identity.host.host_id.clone(),
+            pid: self.identity.pid,
+            mode,
+            since,
+            version: self.identity.version.clone(),
+            disk: disk.to_owned(),
+            owners,
+        }
+    }
+
+    fn entry_holder(&self, e: &Entry<B::Lease>) -> Holder {
+        self.holder(
+            e.mode,
+            e.since,
+            &e.disk,
+            e.owners.values().cloned().collect(),
+        )
+    }
+
+    fn view(&self, id: &LeaseId, e: &Entry<B::Lease>) -> LeaseView {
+        LeaseView {
+            disk: e.disk.clone(),
+            key: id.key.to_string(),
+            source: e.source.clone(),
+            lockspace: id.lockspace.clone(),
+            lease: id.path(),
+            mode: e.mode,
+            owners: e.owners.values().cloned().collect(),
+            since: e.since,
+            holder: self.entry_holder(e),
+        }
+    }
+
+    /// The uid recorded for `owner` if it is registered with this uuid, name and pid.
+    pub fn owner_uid(&self, owner: &Owner) -> Option<u32> {
+        self.owners
+            .get(&owner.uuid)
+            .filter(|o| o.owner == *owner)
+            .map(|o| o.uid)
+    }
+
+    /// The held lease first taken under this disk name.
+    pub fn lease_named(&self, disk: &str) -> Option<LeaseId> {
+        self.leases
+            .iter()
+            .find(|(_, e)| e.disk == disk)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Every lease held, in lockspace and key order.
+    pub fn status(&self) -> Vec<LeaseView> {
+        self.leases.iter().map(|(id, e)| self.view(id, e)).collect()
+    }
+
+    /// Takes every target for `req.owner`, or none of them.
+    pub fn acquire(&mut self, req: AcquireRequest, now: u64) -> Result<Vec<LeaseView>, Refusal> {
+        let AcquireRequest {
+            targets,
+            owner,
+            owner_uid,
+            client_uid,
+        } = req;
+        if client_uid != 0 && client_uid != owner_uid {
+            return Err(self.refuse_all(
+                &targets,
+                &owner,
+                Refusal::PermissionDenied {
+                    reason: format!(
+                        "uid {client_uid} may not acquire for pid {} (owned by uid {owner_uid})",
+                        owner.pid
+                    ),
+                },
+            ));
+        }
+        if let Some(o) = self.owners.get(&owner.uuid) {
+            if o.owner != owner {
+                let reason = format!(
+                    "owner uuid {} is already registered as {:?} with pid {}",
+                    owner.uuid, o.owner.name, o.owner.pid
+                );
+                return Err(self.refuse_all(&targets, &owner, Refusal::OwnerConflict { reason }));
+            }
+            if client_uid != 0 && o.uid != client_uid {
+                let reason = format!("owner uuid {} belongs to uid {}", owner.uuid, o.uid);
+                return Err(self.refuse_all(
+                    &targets,
+                    &owner,
+                    Refusal::PermissionDenied { reason },
+                ));
+            }
+        }
+        // One target per lease; exclusive wins when a request names a lease twice.
+        let mut wanted: Vec<Target> = Vec::with_capacity(targets.len());
+        for t in targets {
+            match wanted.iter_mut().find(|w| w.id() == t.id()) {
+                Some(w) if t.mode == Mode::Exclusive => w.mode = Mode::Exclusive,
+                Some(_) => {}
+                None => wanted.push(t),
+            }
+        }
+        let mut taken: Vec<LeaseId> = Vec::new();
+        for t in &wanted {
+            if let Err(refusal) = self.acquire_one(t, &owner, now, &mut taken) {
+                self.effects.push(Effect::Log(Event::Refused {
+                    disk: t.disk.clone(),
+                    lease: Some(t.id()),
+                    mode: t.mode,
+                    owner: owner.clone(),
+                    reason: refusal_text(&refusal),
+                }));
+                for id in taken.into_iter().rev() {
+                    self.drop_owner_from_lease(&id, &owner.uuid, Cause::Rollback);
+                }
+                return Err(refusal);
+            }
+        }
+        if !taken.is_empty() {
+            if !self.owners.contains_key(&owner.uuid) {
+                self.effects.push(Effect::Watch {
+                    uuid: owner.uuid.clone(),
+                    pid: owner.pid,
+                });
+                self.owners.insert(
+                    owner.uuid.clone(),
+                    OwnerEntry {
+                        owner: owner.clone(),
+                        uid: owner_uid,
+                        leases: Vec::new(),
+                    },
+                );
+            }
+            if let Some(entry) = self.owners.get_mut(&owner.uuid) {
+                entry.leases.extend(taken);
+            }
+        }
+        Ok(wanted
+            .iter()
+            .filter_map(|t| {
+                let id = t.id();
+                self.leases.get(&id).map(|e| self.view(&id, e))
+            })
+            .collect())
+    }
+
+    fn refuse_all(&mut self, targets: &[Target], owner: &Owner, refusal: Refusal) -> Refusal {
+        let reason = refusal_text(&refusal);
+        for t in targets {
+            self.effects.push(Effect::Log(Event::Refused {
+                disk: t.disk.clone(),
+                lease: Some(t.id()),
+                mode: t.mode,
+                owner: owner.clone(),
+                reason: reason.clone(),
+            }));
+        }
+        refusal
+    }
+
+    fn acquire_one(
+        &mut self,
+        t: &Target,
+        owner: &Owner,
+        now: u64,
+        taken: &mut Vec<LeaseId>,
+    ) -> Result<(), Refusal> {
+        let id = t.id();
+        if let Some(e) = self.leases.get(&id) {
+            if e.owners.contains_key(&owner.uuid) {
+                return if e.mode == t.mode {
+                    Ok(()) // Already ours: nothing to do, nothing to roll back.
+                } else {
+                    Err(Refusal::ModeConflict {
+                        disk: t.disk.clone(),
+                        held: e.mode,
+                    })
+                };
+            }
+            if e.mode == Mode::Shared && t.mode == Mode::Shared {
+                if let Some(e) = self.leases.get_mut(&id) {
+                    e.owners.insert(owner.clone());
+                }
+                taken.push(id.clone());
+                self.effects.push(Effect::Log(Event::Acquired {
+                    disk: t.disk.clone(),
+                    lease: id.clone(),
+                    mode: t.mode,
+                    owner: owner.clone(),
+                    new_lock: false,
+                }));
+                self.rewrite_holder(&id);
+                return Ok(());
+            }
+            // Held here in a conflicting mode: busy, and we know exactly by whom.
+            let holder = self.entry_holder(e);
+            return Err(Refusal::Busy {
+                disk: t.disk.clone(),
+                key: t.key.to_string(),
+                busy: Busy {
+                    lease: id.path(),
+                    holders: vec![holder],
+                    lock: Some(LockInfo {
+                        mode: e.mode,
+                        pid: i32::try_from(self.identity.pid).unwrap_or(0),
+                        process: Some("disklock".to_owned()),
+                    }),
+                },
+            });
+        }
+        let holder = self.holder(t.mode, now, &t.disk, vec![owner.clone()]);
+        match self.backend.acquire(&t.lockspace, &t.key, t.mode, &holder) {
+            Ok(Acquired::Held(lease)) => {
+                self.leases.insert(
+                    id.clone(),
+                    Entry {
+                        lease,
+                        disk: t.disk.clone(),
+                        source: t.source.clone(),
+                        mode: t.mode,
+                        since: now,
+                        owners: OwnerList::one(owner.clone()),
+                    },
+                );
+                taken.push(id.clone());
+                self.effects.push(Effect::Log(Event::Acquired {
+                    disk: t.disk.clone(),
+                    lease: id,
+                    mode: t.mode,
+                    owner: owner.clone(),
+                    new_lock: true,
+                }));
+                Ok(())
+            }
+            Ok(Acquired::Busy(busy)) => Err(Refusal::Busy {
+                disk: t.disk.clone(),
+                key: t.key.to_string(),
+                busy,
+            }),
+            Err(error) => Err(Refusal::Lease {
+                disk: t.disk.clone(),
+                error,
+            }),
+        }
+    }
+
+    fn rewrite_holder(&mut self, id: &LeaseId) {
+        let Some(e) = self.leases.get(id) else { return };
+        let holder = self.entry_holder(e);
+        if let Err(err) = self.backend.update(&e.lease, &holder) {
+            self.effects.push(Effect::Log(Event::HolderNotUpdated {
+                lease: id.clone(),
+                reason: crate::exit::chain_std(&err),
+            }));
+        }
+    }
+
+    /// Removes `uuid` from the lease's owners (not from the owner's own list); the last
+    /// owner out releases the lock.
+    fn drop_owner_from_lease(&mut self, id: &LeaseId, uuid: &str, cause: Cause) {
+        let Some(e) = self.leases.get_mut(id) else {
+            return;
+        };
+        let Some(owner) = e.owners.remove(uuid) else {
+            return;
+        };
+        let disk = e.disk.clone();
+        let file = if e.owners.is_empty() {
+            let Some(e) = self.leases.remove(id) else {
+                return;
+            };
+            Some(
+                self.backend
+                    .release(e.lease)
+                    .map_err(|err| crate::exit::chain_std(&err)),
+            )
+        } else {
+            self.rewrite_holder(id);
+            None
+        };
+        self.effects.push(Effect::Log(Event::Released {
+            disk,
+            lease: id.clone(),
+            owner,
+            cause,
+            file,
+        }));
+    }
+
+    fn drop_lease_from_owner(&mut self, uuid: &str, id: &LeaseId) {
+        let Some(o) = self.owners.get_mut(uuid) else {
+            return;
+        };
+        o.leases.retain(|l| l != id);
+        if o.leases.is_empty() {
+            self.owners.remove(uuid);
+            self.effects.push(Effect::Unwatch {
+                uuid: uuid.to_owned(),
+            });
+        }
+    }
+
+    fn may_release(&self, client_uid: u32, uuid: &str) -> bool {
+        client_uid == 0 || self.owners.get(uuid).is_some_and(|o| o.uid == client_uid)
+    }
+
+    /// Releases leases: of one owner (`owner` = its uuid), or of all their owners.
+    /// `targets` pairs each lease with the disk name the client used.
+    pub fn release(
+        &mut self,
+        targets: &[(String, LeaseId)],
+        owner: Option<&str>,
+        client_uid: u32,
+    ) -> Result<ReleaseOutcome, Refusal> {
+        // Check everything first, so that a refusal changes nothing.
+        let mut plan: Vec<(String, LeaseId, Vec<String>)> = Vec::new();
+        let mut out = ReleaseOutcome::default();
+        for (disk, id) in targets {
+            let Some(e) = self.leases.get(id) else {
+                out.not_held.push(disk.clone());
+                continue;
+            };
+            let uuids: Vec<String> = match owner {
+                Some(u) if e.owners.contains_key(u) => vec![u.to_owned()],
+                Some(_) => {
+                    out.not_held.push(disk.clone());
+                    continue;
+                }
+                None => e.owners.keys().cloned().collect(),
+            };
+            if let Some(u) = uuids.iter().find(|u| !self.may_release(client_uid, u)) {
+                return Err(Refusal::PermissionDenied {
+                    reason: format!("uid {client_uid} may not release {disk} held for owner {u}"),
+                });
+            }
+            if !plan.iter().any(|(_, p, _)| p == id) {
+                plan.push((disk.clone(), id.clone(), uuids));
+            }
+        }
+        for (disk, id, uuids) in plan {
+            for u in uuids {
+                self.drop_owner_from_lease(&id, &u, Cause::Request);
+                self.drop_lease_from_owner(&u, &id);
+            }
+            out.released.push(disk);
+        }
+        Ok(out)
+    }
+
+    /// Releases every lease of the owners that match `sel`; returns the disks.
+    pub fn release_owners(
+        &mut self,
+        sel: &OwnerSelector,
+        client_uid: u32,
+    ) -> Result<ReleaseOutcome, Refusal> {
+        let uuids: Vec<String> = self
+            .owners
+            .iter()
+            .filter(|(u, o)| {
+                sel.uuid.as_deref().is_none_or(|want| want == u.as_str())
+                    && sel.name.as_deref().is_none_or(|want| want == o.owner.name)
+            })
+            .map(|(u, _)| u.clone())
+            .collect();
+        if let Some(u) = uuids.iter().find(|u| !self.may_release(client_uid, u)) {
+            return Err(Refusal::PermissionDenied {
+                reason: format!("uid {client_uid} may not release owner {u}"),
+            });
+        }
+        let mut out = ReleaseOutcome::default();
+        for u in uuids {
+            out.released.extend(self.release_owner(&u, Cause::Request));
+        }
+        Ok(out)
+    }
+
+    fn release_owner(&mut self, uuid: &str, cause: Cause) -> Vec<String> {
+        let Some(o) = self.owners.remove(uuid) else {
+            return Vec::new();
+        };
+        self.effects.push(Effect::Unwatch {
+            uuid: uuid.to_owned(),
+        });
+        let mut disks = Vec::new();
+        for id in o.leases {
+            if let Some(e) = self.leases.get(&id) {
+                disks.push(e.disk.clone());
+            }
+            self.drop_owner_from_lease(&id, uuid, cause);
+        }
+        disks
+    }
+
+    /// The owner process `uuid` died: release its leases now.
+    pub fn owner_died(&mut self, uuid: &str) {
+        self.release_owner(uuid, Cause::OwnerDied);
+    }
+
+    /// Releases everything (the daemon is stopping).
+    pub fn shutdown(&mut self) {
+        let uuids: Vec<String> = self.owners.keys().cloned().collect();
+        for u in uuids {
+            self.release_owner(&u, Cause::Shutdown);
+        }
+    }
+}
+
+fn refusal_text(r: &Refusal) -> String {
+    crate::exit::chain_std(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Lease files on a simulated shared file system: this daemon's locks, and the locks of
+    /// other hosts (which tests set directly).
+    #[derive(Default)]
+    struct Fake {
+        ours: HashMap<LeaseId, Mode>,
+        elsewhere: HashMap<LeaseId, Mode>,
+        broken: BTreeSet<String>,
+        double_open: usize,
+        updates: usize,
+    }
+
+    #[derive(Debug)]
+    struct FakeLease(LeaseId);
+
+    impl Backend for Fake {
+        type Lease = FakeLease;
+        fn acquire(
+            &mut self,
+            dir: &Path,
+            key: &DiskKey,
+            mode: Mode,
+            _holder: &Holder,
+        ) -> Result<Acquired<FakeLease>, LeaseError> {
+            let id = LeaseId {
+                lockspace: dir.into(),
+                key: key.clone(),
+            };
+            if self.ours.contains_key(&id) {
+                self.double_open += 1;
+                return Err(LeaseError::HeldHere { path: id.path() });
+            }
+            if self.broken.contains(key.as_str()) {
+                return Err(LeaseError::NoLocks { path: id.path() });
+            }
+            match self.elsewhere.get(&id) {
+                Some(Mode::Shared) if mode == Mode::Shared => {}
+                Some(_) => {
+                    return Ok(Acquired::Busy(Busy {
+                        lease: id.path(),
+                        holders: vec![],
+                        lock: None,
+                    }));
+                }
+                None => {}
+            }
+            self.ours.insert(id.clone(), mode);
+            Ok(Acquired::Held(FakeLease(id)))
+        }
+        fn update(&mut self, lease: &FakeLease, _h: &Holder) -> Result<(), LeaseError> {
+            assert!(
+                self.ours.contains_key(&lease.0),
+                "update of a lease not held"
+            );
+            self.updates += 1;
+            Ok(())
+        }
+        fn release(&mut self, lease: FakeLease) -> Result<Released, LeaseError> {
+            assert!(
+                self.ours.remove(&lease.0).is_some(),
+                "release of a lease not held"
+            );
+            Ok(Released::Unlinked)
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            host: HostIdentity {
+                host: "h1".into(),
+                host_id: "id1".into(),
+            },
+            pid: 100,
+            version: "test".into(),
+        }
+    }
+
+    fn owner(i: u32) -> Owner {
+        Owner {
+            name: format!("vm{i}"),
+            uuid: format!("uuid-{i}"),
+            pid: 1000 + i,
+        }
+    }
+
+    fn target(k: u32, mode: Mode) -> Target {
+        Target {
+            disk: format!("/disk{k}"),
+            key: DiskKey::new(format!("key{k}")).unwrap(),
+            source: "file-sha256".into(),
+            lockspace: "/ls".into(),
+            mode,
+        }
+    }
+
+    fn req(o: u32, keys: &[u32], mode: Mode) -> AcquireRequest {
+        AcquireRequest {
+            targets: keys.iter().map(|&k| target(k, mode)).collect(),
+            owner: owner(o),
+            owner_uid: 1000,
+            client_uid: 1000,
+        }
+    }
+
+    fn id(k: u32) -> LeaseId {
+        target(k, Mode::Exclusive).id()
+    }
+
+    fn table() -> Table<Fake> {
+        Table::new(Fake::default(), identity())
+    }
+
+    #[test]
+    fn exclusive_conflicts_shared_joins() {
+        let mut t = table();
+        let v = t.acquire(req(1, &[1], Mode::Exclusive), 10).unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].owners, vec![owner(1)]);
+        assert_eq!(v[0].holder.pid, 100);
+        assert_eq!(v[0].since, 10);
+        let e = t.take_effects();
+        assert!(matches!(
+            &e[0],
+            Effect::Log(Event::Acquired { new_lock: true, .. })
+        ));
+        assert_eq!(
+            e[1],
+            Effect::Watch {
+                uuid: "uuid-1".into(),
+                pid: 1001
+            }
+        );
+        // Another owner: busy, named by our own holder record.
+        match t.acquire(req(2, &[1], Mode::Shared), 11) {
+            Err(Refusal::Busy { busy, .. }) => {
+                assert_eq!(busy.holders[0].owners, vec![owner(1)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Same owner again: idempotent; other mode: a conflict.
+        t.acquire(req(1, &[1], Mode::Exclusive), 12).unwrap();
+        assert!(matches!(
+            t.acquire(req(1, &[1], Mode::Shared), 12),
+            Err(Refusal::ModeConflict {
+                held: Mode::Exclusive,
+                ..
+            })
+        ));
+        // Shared leases take one lock for several owners.
+        t.acquire(req(2, &[2], Mode::Shared), 13).unwrap();
+        let v = t.acquire(req(3, &[2], Mode::Shared), 14).unwrap();
+        assert_eq!(v[0].owners, vec![owner(2), owner(3)]);
+        assert_eq!(t.backend().ours.len(), 2);
+        assert_eq!(t.backend().updates, 1);
+        assert_eq!(t.backend().double_open, 0);
+    }
+
+    #[test]
+    fn all_or_nothing() {
+        let mut t = table();
+        t.backend.elsewhere.insert(id(3), Mode::Exclusive);
+        let r = t.acquire(req(1, &[1, 2, 3, 4], Mode::Exclusive), 1);
+        assert!(matches!(r, Err(Refusal::Busy { ref disk, .. }) if disk == "/disk3"));
+        assert!(t.is_empty());
+        assert!(t.backend().ours.is_empty());
+        let effects = t.take_effects();
+        // Nothing watched, two taken and given back, one refusal.
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Watch { .. })));
+        let rolled_back = effects
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Log(Event::Released {
+                        cause: Cause::Rollback,
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert_eq!(rolled_back, 2);
+        // A lockspace error rolls back too, and keeps what the owner already held.
+        t.acquire(req(1, &[1], Mode::Exclusive), 1).unwrap();
+        t.backend.broken.insert("key6".into());
+        let r = t.acquire(req(1, &[5, 6], Mode::Exclusive), 1);
+        assert!(matches!(r, Err(Refusal::Lease { .. })));
+        assert_eq!(t.backend().ours.keys().collect::<Vec<_>>(), vec![&id(1)]);
+    }
+
+    #[test]
+    fn permissions() {
+        let mut t = table();
+        let mut r = req(1, &[1], Mode::Exclusive);
+        r.client_uid = 1001;
+        assert!(matches!(
+            t.acquire(r, 1),
+            Err(Refusal::PermissionDenied { .. })
+        ));
+        t.acquire(req(1, &[1], Mode::Exclusive), 1).unwrap();
+        // uid 1001 cannot release uid 1000's owner; root can.
+        assert!(matches!(
+            t.release(&[("/disk1".into(), id(1))], None, 1001),
+            Err(Refusal::PermissionDenied { .. })
+        ));
+        assert!(matches!(
+            t.release_owners(
+                &OwnerSelector {
+                    name: Some("vm1".into()),
+                    uuid: None
+                },
+                1001
+            ),
+            Err(Refusal::PermissionDenied { .. })
+        ));
+        assert_eq!(t.len(), 1);
+        let out = t.release(&[("/disk1".into(), id(1))], None, 0).unwrap();
+        assert_eq!(out.released, vec!["/disk1".to_owned()]);
+        assert!(t.is_empty());
+        // A uuid reused with another pid is refused.
+        t.acquire(req(1, &[1], Mode::Exclusive), 1).unwrap();
+        let mut r = req(1, &[2], Mode::Exclusive);
+        r.owner.pid = 5;
+        assert!(matches!(
+            t.acquire(r, 1),
+            Err(Refusal::OwnerConflict { .. })
+        ));
+    }
+
+    #[test]
+    fn release_paths() {
+        let mut t = table();
+        t.acquire(req(1, &[1, 2], Mode::Shared), 1).unwrap();
+        t.acquire(req(2, &[2], Mode::Shared), 1).unwrap();
+        // Owner 1 leaves lease 2: owner 2 keeps it, so the lock stays.
+        let out = t
+            .release(
+                &[("/disk2".into(), id(2)), ("/disk9".into(), id(9))],
+                Some("uuid-1"),
+                0,
+            )
+            .unwrap();
+        assert_eq!(out.released, ["/disk2"]);
+        assert_eq!(out.not_held, ["/disk9"]);
+        assert_eq!(t.backend().ours.len(), 2);
+        // Owner 1 dies: lease 1 goes; its watch ends.
+        t.take_effects();
+        t.owner_died("uuid-1");
+        let e = t.take_effects();
+        assert!(e.contains(&Effect::Unwatch {
+            uuid: "uuid-1".into()
+        }));
+        assert_eq!(t.backend().ours.keys().collect::<Vec<_>>(), vec![&id(2)]);
+        // Release by name.
+        let out = t
+            .release_owners(
+                &OwnerSelector {
+                    name: Some("vm2".into()),
+                    uuid: None,
+                },
+                0,
+            )
+            .unwrap();
+        assert_eq!(out.released, ["/disk2"]);
+        assert!(t.backend().ours.is_empty());
+        assert!(t.status().is_empty());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire(u32, Vec<u32>, bool),
+        Release(Option<u32>, Vec<u32>),
+        ReleaseOwner(u32),
+        Died(u32),
+        ElsewhereTakes(u32, bool),
+        ElsewhereDrops(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let o = 0u32..4;
+        let k = 0u32..6;
+        let keys = proptest::collection::vec(k.clone(), 1..4);
+        prop_oneof![
+            4 => (o.clone(), keys.clone(), any::<bool>()).prop_map(|(o, k, s)| Op::Acquire(o, k, s)),
+            2 => (proptest::option::of(o.clone()), keys).prop_map(|(o, k)| Op::Release(o, k)),
+            1 => o.clone().prop_map(Op::ReleaseOwner),
+            1 => o.prop_map(Op::Died),
+            1 => (k.clone(), any::<bool>()).prop_map(|(k, s)| Op::ElsewhereTakes(k, s)),
+            1 => k.prop_map(Op::ElsewhereDrops),
+        ]
+    }
+
+    fn mode(shared: bool) -> Mode {
+        if shared {
+            Mode::Shared
+        } else {
+            Mode::Exclusive
+        }
+    }
+
+    /// The invariants: no lost or phantom lock, owners and leases agree, watches match.
+    fn check(t: &Table<Fake>, watched: &BTreeSet<String>) {
+        let held: BTreeSet<&LeaseId> = t.leases.keys().collect();
+        let locked: BTreeSet<&LeaseId> = t.backend().ours.keys().collect();
+        assert_eq!(held, locked, "table and locks disagree");
+        assert_eq!(t.backend().double_open, 0);
+        for (id, e) in &t.leases {
+            assert!(!e.owners.is_empty(), "lease without owner");
+            assert_eq!(t.backend().ours[id], e.mode);
+            if e.mode == Mode::Exclusive {
+                assert_eq!(e.owners.len(), 1);
+            }
+            for u in e.owners.keys() {
+                assert!(
+                    t.owners[u].leases.contains(id),
+                    "owner does not know its lease"
+                );
+            }
+            // No lock of ours conflicts with another host's.
+            if let Some(m) = t.backend().elsewhere.get(id) {
+                assert!(
+                    *m == Mode::Shared && e.mode == Mode::Shared,
+                    "conflicting locks"
+                );
+            }
+        }
+        for (u, o) in &t.owners {
+            assert!(!o.leases.is_empty(), "owner without lease");
+            for id in &o.leases {
+                assert!(t.leases[id].owners.contains_key(u));
+            }
+        }
+        let owners: BTreeSet<String> = t.owners.keys().cloned().collect();
+        assert_eq!(&owners, watched, "watches do not match owners");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn state_machine(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut t = table();
+            let mut watched = BTreeSet::new();
+            for (now, op) in ops.into_iter().enumerate() {
+                let now = now as u64;
+                match op {
+                    Op::Acquire(o, keys, shared) => {
+                        let before: Vec<LeaseView> = t.status();
+                        let r = t.acquire(req(o, &keys, mode(shared)), now);
+                        match r {
+                            Ok(views) => {
+                                for k in &keys {
+                                    let e = &t.leases[&id(*k)];
+                                    prop_assert!(e.owners.contains_key(&owner(o).uuid));
+                                }
+                                prop_assert!(!views.is_empty());
+                            }
+                            // All or nothing: a refusal leaves the table as it was.
+                            Err(_) => prop_assert_eq!(before, t.status()),
+                        }
+                    }
+                    Op::Release(o, keys) => {
+                        let targets: Vec<(String, LeaseId)> =
+                            keys.iter().map(|&k| (format!("/disk{k}"), id(k))).collect();
+                        let uuid = o.map(|o| owner(o).uuid);
+                        t.release(&targets, uuid.as_deref(), 0).unwrap();
+                        if uuid.is_none() {
+                            for k in &keys {
+                                prop_assert!(!t.leases.contains_key(&id(*k)));
+                            }
+                        }
+                    }
+                    Op::ReleaseOwner(o) => {
+                        t.release_owners(&OwnerSelector { name: Some(owner(o).name), uuid: None }, 0)
+                            .unwrap();
+                        prop_assert!(!t.owners.contains_key(&owner(o).uuid));
+                    }
+                    Op::Died(o) => t.owner_died(&owner(o).uuid),
+                    Op::ElsewhereTakes(k, shared) => {
+                        // Another host can only take what the lock allows.
+                        let m = mode(shared);
+                        let ok = match t.backend().ours.get(&id(k)) {
+                            None => true,
+                            Some(ours) => *ours == Mode::Shared && m == Mode::Shared,
+                        };
+                        if ok && !t.backend().elsewhere.contains_key(&id(k)) {
+                            t.backend.elsewhere.insert(id(k), m);
+                        }
+                    }
+                    Op::ElsewhereDrops(k) => {
+                        t.backend.elsewhere.remove(&id(k));
+                    }
+                }
+                for e in t.take_effects() {
+                    match e {
+                        Effect::Watch { uuid, .. } => prop_assert!(watched.insert(uuid)),
+                        Effect::Unwatch { uuid } => prop_assert!(watched.remove(&uuid)),
+                        Effect::Log(_) => {}
+                    }
+                }
+                check(&t, &watched);
+            }
+            t.shutdown();
+            for e in t.take_effects() {
+                if let Effect::Unwatch { uuid } = e {
+                    watched.remove(&uuid);
+                }
+            }
+            prop_assert!(t.backend().ours.is_empty());
+            prop_assert!(watched.is_empty());
+        }
+    }
+}

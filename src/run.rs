@@ -1,0 +1,218 @@
+//! `disklock run`: hold disk leases for exactly as long as a command lives.
+//!
+//! disklock takes the leases and then *becomes* the command (`execve`, same pid), so the
+//! leases cannot outlive it or be lost while it runs:
+//! - with a daemon, the leases are held by the daemon for owner pid = our pid, which the
+//!   daemon watches through a pidfd: the command's exit releases them at once;
+//! - without one, this process takes the fcntl locks itself and keeps their fds open across
+//!   the exec, so the command holds them; the kernel drops them when it exits (the lease
+//!   files stay behind, stale and free, as after any crash).
+//!
+//! Before the exec nothing of the command has run, so a busy disk (exit 3) or any failure
+//! leaves nothing acquired.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt as _;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::acquire::{disk_arg, owner, refused, unreachable_daemon};
+use crate::cli::RunArgs;
+use crate::client::{Client, ClientError};
+use crate::daemon::protocol::{
+    AcquireParams, AcquireReply, DiskMode, DiskRequest, ReleaseOwnerParams, Request,
+};
+use crate::daemon::table::ReleaseOutcome;
+use crate::exit::{Code, chain_std};
+use crate::lockspace::{self, Acquired, Holder, HostIdentity, Lease, Mode, Owner};
+use crate::settings::Settings;
+
+pub fn run(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let mut disks: Vec<(OsString, DiskMode)> = Vec::new();
+    disks.extend(args.disks.iter().map(|d| (d.clone(), DiskMode::Exclusive)));
+    disks.extend(
+        args.shared_disks
+            .iter()
+            .map(|d| (d.clone(), DiskMode::Shared)),
+    );
+    disks.extend(
+        args.readonly_disks
+            .iter()
+            .map(|d| (d.clone(), DiskMode::Readonly)),
+    );
+    let Some((program, cmd_args)) = args.command.split_first() else {
+        anyhow::bail!("no command to run");
+    };
+    let me = std::process::id();
+    let mut owner_args_name = args.owner.name.clone();
+    if owner_args_name.is_none() {
+        owner_args_name = std::path::Path::new(program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+    }
+    let owner = owner(
+        &crate::cli::OwnerArgs {
+            name: owner_args_name,
+            uuid: args.owner.uuid.clone(),
+        },
+        me,
+    );
+    let mut command = std::process::Command::new(program);
+    command.args(cmd_args);
+
+    if !args.no_daemon
+        && let Some(socket) = s.socket.as_deref()
+    {
+        match Client::connect(socket) {
+            Ok(client) => return through_daemon(s, client, &disks, owner, command),
+            Err(ClientError::NotRunning { .. }) => {
+                tracing::info!(socket = %socket.display(), "no daemon: holding the leases in this process");
+            }
+            Err(e) => return Ok(unreachable_daemon(&e).into()),
+        }
+    }
+    in_process(s, &disks, owner, command)
+}
+
+fn through_daemon(
+    s: &Settings,
+    mut client: Client,
+    disks: &[(OsString, DiskMode)],
+    owner: Owner,
+    mut command: std::process::Command,
+) -> anyhow::Result<ExitCode> {
+    let disks = disks
+        .iter()
+        .map(|(d, mode)| {
+            Ok(DiskRequest {
+                path: disk_arg(s, d)?,
+                mode: *mode,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let uuid = owner.uuid.clone();
+    if !disks.is_empty() {
+        let req = Request::Acquire(AcquireParams { disks, owner });
+        match client.call::<AcquireReply>(&req) {
+            Ok(Ok(reply)) => {
+                for l in &reply.leases {
+                    tracing::info!(disk = %l.disk, mode = %l.mode, lease = %l.lease.display(), "holding through the daemon");
+                }
+            }
+            Ok(Err(f)) => return Ok(refused(&f).into()),
+            Err(e) => return Ok(unreachable_daemon(&e).into()),
+        }
+    }
+    // Becomes the command; returns only if that failed. The daemon watches our pid, which
+    // the command keeps.
+    let err = command.exec();
+    let release = Request::ReleaseOwner(ReleaseOwnerParams {
+        name: None,
+        uuid: Some(uuid),
+    });
+    // If this fails, our exit releases them anyway.
+    match client.call::<ReleaseOutcome>(&release) {
+        Ok(Ok(_)) => {}
+        Ok(Err(f)) => tracing::warn!(error = %f, "cannot release the leases before exiting"),
+        Err(e) => {
+            tracing::warn!(error = %chain_std(&e), "cannot release the leases before exiting")
+        }
+    }
+    Ok(exec_failed(command.get_program(), &err))
+}
+
+fn in_process(
+    s: &Settings,
+    disks: &[(OsString, DiskMode)],
+    owner: Owner,
+    mut command: std::process::Command,
+) -> anyhow::Result<ExitCode> {
+    let host = HostIdentity::this_host();
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // One lease per lease file: a second open in this process would lose the first lock.
+    let mut wanted: Vec<(String, std::path::PathBuf, disklock_naming::DiskKey, Mode)> = Vec::new();
+    for (d, mode) in disks {
+        let mode = match mode {
+            DiskMode::Exclusive => Mode::Exclusive,
+            DiskMode::Shared => Mode::Shared,
+            DiskMode::Readonly if s.config.readonly_disk_leases => Mode::Shared,
+            DiskMode::Readonly => continue,
+        };
+        let r = match s.resolver.resolve_path(d, &s.cwd) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("disklock: {}: {}", d.to_string_lossy(), chain_std(&e));
+                return Ok(Code::Partial.into());
+            }
+        };
+        let dir = s.lockspace(r.source.lockspace()).to_path_buf();
+        let name = d.to_string_lossy().into_owned();
+        match wanted.iter_mut().find(|w| w.1 == dir && w.2 == r.key) {
+            Some(w) if mode == Mode::Exclusive => w.3 = Mode::Exclusive,
+            Some(_) => {}
+            None => wanted.push((name, dir, r.key, mode)),
+        }
+    }
+    let mut held: Vec<Lease> = Vec::new();
+    for (disk, dir, key, mode) in &wanted {
+        let holder = Holder {
+            host: host.host.clone(),
+            host_id: host.host_id.clone(),
+            pid: owner.pid,
+            mode: *mode,
+            since,
+            version: env!("CARGO_PKG_VERSION").into(),
+            disk: disk.clone(),
+            owners: vec![owner.clone()],
+        };
+        let code = match lockspace::acquire(dir, key, *mode, &holder) {
+            Ok(Acquired::Held(l)) => match l.keep_across_exec() {
+                Ok(()) => {
+                    tracing::info!(event = "acquire", disk = %disk, key = %key, lockspace = %dir.display(), mode = mode.as_str(), owner = %owner.name, "acquired {disk} ({mode})");
+                    held.push(l);
+                    continue;
+                }
+                Err(e) => {
+                    eprintln!("disklock: {disk}: {}", chain_std(&e));
+                    held.push(l);
+                    Code::Partial
+                }
+            },
+            Ok(Acquired::Busy(b)) => {
+                tracing::info!(event = "refuse", disk = %disk, key = %key, lockspace = %dir.display(), mode = mode.as_str(), reason = %b.describe(), "refused {disk}");
+                eprintln!("disklock: {disk}: busy: {}", b.describe());
+                Code::Busy
+            }
+            Err(e) => {
+                eprintln!("disklock: {disk}: {}", chain_std(&e));
+                Code::Partial
+            }
+        };
+        release_all(held);
+        return Ok(code.into());
+    }
+    let err = command.exec();
+    release_all(held);
+    Ok(exec_failed(command.get_program(), &err))
+}
+
+fn release_all(leases: Vec<Lease>) {
+    for l in leases.into_iter().rev() {
+        let path = l.path().to_path_buf();
+        if let Err(e) = l.release() {
+            tracing::warn!(lease = %path.display(), error = %chain_std(&e), "lock dropped, lease file not removed");
+        }
+    }
+}
+
+/// `env`'s convention: 127 when the command is not found, 126 when it cannot be run.
+fn exec_failed(program: &std::ffi::OsStr, err: &std::io::Error) -> ExitCode {
+    eprintln!("disklock: cannot run {}: {err}", program.to_string_lossy());
+    if err.kind() == std::io::ErrorKind::NotFound {
+        ExitCode::from(127)
+    } else {
+        ExitCode::from(126)
+    }
+}

@@ -1,0 +1,42 @@
+//! `disklock status`: every lease the daemon holds.
+
+use crate::acquire::{call, render, table};
+use crate::cli::StatusArgs;
+use crate::daemon::protocol::{Request, StatusReply};
+use crate::exit::Code;
+use crate::lookup::write_stdout;
+use crate::settings::Settings;
+
+pub fn run(s: &Settings, args: &StatusArgs) -> anyhow::Result<Code> {
+    let reply: StatusReply = match call(s, &Request::Status)? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let out = if args.json {
+        let mut o = serde_json::to_string_pretty(&reply.leases)?;
+        o.push('\n');
+        o
+    } else if reply.leases.is_empty() {
+        "no leases held\n".to_owned()
+    } else {
+        let mut t = table(["DISK", "MODE", "OWNERS", "SINCE", "KEY", "LOCKSPACE"]);
+        for l in &reply.leases {
+            let owners: Vec<String> = l
+                .owners
+                .iter()
+                .map(|o| format!("{}[{}]", o.name, o.pid))
+                .collect();
+            t.add_row([
+                l.disk.clone(),
+                l.mode.to_string(),
+                owners.join(","),
+                l.since.to_string(),
+                l.key.clone(),
+                l.lockspace.display().to_string(),
+            ]);
+        }
+        render(&t)
+    };
+    write_stdout(&out)?;
+    Ok(Code::Ok)
+}
