@@ -1,0 +1,745 @@
+//! Leases driven as users drive them: the real binary, daemons on private sockets, lockspaces
+//! in temporary directories. Two daemons with separate sockets sharing one lockspace stand in
+//! for two hosts sharing an NFS lockspace (fcntl locks conflict between processes exactly as
+//! between hosts). Lock conflicts are always between two processes.
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_disklock");
+
+/// A temporary world: a config naming lockspaces under it, and disk image files.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env::with_conf("")
+    }
+
+    fn with_conf(extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let ls = dir.path().join("ls");
+        std::fs::write(
+            dir.path().join("disklock.conf"),
+            format!(
+                "file_lockspace_dir = \"{0}/files\"\nlvm_lockspace_dir = \"{0}/lvm\"\nscsi_lockspace_dir = \"{0}/scsi\"\nlockd_conf = \"\"\n{extra}",
+                ls.display()
+            ),
+        )
+        .unwrap();
+        Env { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn disk(&self, name: &str) -> String {
+        let p = self.path(name);
+        if !p.exists() {
+            std::fs::write(&p, b"").unwrap();
+        }
+        p.to_str().unwrap().to_owned()
+    }
+
+    fn files_lockspace(&self) -> PathBuf {
+        self.path("ls/files")
+    }
+
+    fn lease_files(&self) -> usize {
+        std::fs::read_dir(self.files_lockspace()).map_or(0, |d| d.count())
+    }
+
+    /// `disklock` with this config and `socket` (which need not exist).
+    fn cmd(&self, socket: &str) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(self.path("disklock.conf"))
+            .arg("--socket")
+            .arg(self.path(socket))
+            .env_remove("DISKLOCK_CONFIG")
+            .env_remove("DISKLOCK_SOCKET")
+            .env_remove("DISKLOCK_LOG");
+        c
+    }
+
+    fn run(&self, socket: &str, args: &[&str]) -> Output {
+        self.cmd(socket).args(args).output().unwrap()
+    }
+
+    fn daemon(&self, socket: &str) -> Daemon {
+        // The log goes to a file: a pipe nobody reads would fill up and stall the daemon.
+        let log = self.path(&format!("{socket}.log"));
+        let child = self
+            .cmd(socket)
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let socket = self.path(socket);
+        let mut d = Daemon { child, socket, log };
+        wait_until("the daemon listens", || {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                let err = std::fs::read_to_string(&d.log).unwrap();
+                panic!("daemon exited with {status}: {err}");
+            }
+            UnixStream::connect(&d.socket).is_ok()
+        });
+        d
+    }
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait: the daemon releases everything and removes its socket.
+    fn stop(&mut self) -> String {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "daemon exit: {status}");
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// One raw Varlink exchange.
+    fn call(&self, msg: &[u8]) -> Value {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.write_all(msg).unwrap();
+        read_reply(&mut s)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_reply(s: &mut UnixStream) -> Value {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = s.read(&mut byte).unwrap();
+        assert_eq!(n, 1, "connection closed before a reply");
+        if byte[0] == 0 {
+            break;
+        }
+        buf.push(byte[0]);
+    }
+    serde_json::from_slice(&buf).unwrap()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A process to own leases; killed on drop.
+struct Sleeper(Child);
+
+impl Sleeper {
+    fn new() -> Sleeper {
+        Sleeper(Command::new("sleep").arg("1000").spawn().unwrap())
+    }
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+    fn kill9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: Output) -> Output {
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    o
+}
+
+fn status_json(env: &Env, socket: &str) -> Vec<Value> {
+    let o = ok(env.run(socket, &["status", "--json"]));
+    serde_json::from_slice::<Value>(&o.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn exclusive_conflicts_between_daemons_and_names_the_holder() {
+    let env = Env::new();
+    let disk = env.disk("web1.img");
+    let _a = env.daemon("a.sock");
+    let _b = env.daemon("b.sock");
+    let owner = Sleeper::new();
+    ok(env.run(
+        "a.sock",
+        &[
+            "acquire",
+            "--owner",
+            "web1",
+            "--uuid",
+            "u-1",
+            "--pid",
+            &owner.pid(),
+            &disk,
+        ],
+    ));
+    let other = Sleeper::new();
+    let o = env.run(
+        "b.sock",
+        &["acquire", "--owner", "web2", "--pid", &other.pid(), &disk],
+    );
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("busy: held by web1 (uuid u-1, pid "), "{err}");
+    assert!(err.contains("exclusive since"), "{err}");
+    // inspect reads the same from the lease file, with no daemon involved.
+    let o = ok(env.run("none.sock", &["inspect", "--json", &disk]));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "exclusive");
+    assert_eq!(v["holders"][0]["owners"][0]["name"], "web1");
+    assert_eq!(v["lock"]["process"], "disklock");
+    // Daemon A's status: disk, key, lockspace, mode, owners, since, holder.
+    let st = status_json(&env, "a.sock");
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0]["disk"], disk.as_str());
+    assert_eq!(st[0]["mode"], "exclusive");
+    assert_eq!(st[0]["owners"][0]["uuid"], "u-1");
+    assert_eq!(st[0]["source"], "file-sha256");
+    assert!(st[0]["since"].as_u64().unwrap() > 0);
+    assert_eq!(st[0]["holder"]["owners"][0]["name"], "web1");
+    // Released on A: B gets it, and A now refuses.
+    ok(env.run("a.sock", &["release", &disk]));
+    assert_eq!(status_json(&env, "a.sock").len(), 0);
+    ok(env.run(
+        "b.sock",
+        &["acquire", "--owner", "web2", "--pid", &other.pid(), &disk],
+    ));
+    let o = env.run(
+        "a.sock",
+        &["acquire", "--owner", "web1", "--pid", &owner.pid(), &disk],
+    );
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("held by web2"), "{}", stderr(&o));
+}
+
+#[test]
+fn shared_leases_share_and_exclude_writers() {
+    let env = Env::new();
+    let disk = env.disk("data.img");
+    let _a = env.daemon("a.sock");
+    let _b = env.daemon("b.sock");
+    let (o1, o2, o3) = (Sleeper::new(), Sleeper::new(), Sleeper::new());
+    ok(env.run(
+        "a.sock",
+        &[
+            "acquire",
+            "--shared",
+            "--owner",
+            "r1",
+            "--pid",
+            &o1.pid(),
+            &disk,
+        ],
+    ));
+    ok(env.run(
+        "b.sock",
+        &[
+            "acquire",
+            "--shared",
+            "--owner",
+            "r2",
+            "--pid",
+            &o2.pid(),
+            &disk,
+        ],
+    ));
+    // A second local owner joins A's lease: one lock, two owners.
+    ok(env.run(
+        "a.sock",
+        &[
+            "acquire",
+            "--readonly",
+            "--owner",
+            "r3",
+            "--pid",
+            &o3.pid(),
+            &disk,
+        ],
+    ));
+    let st = status_json(&env, "a.sock");
+    assert_eq!(st[0]["mode"], "shared");
+    assert_eq!(st[0]["owners"].as_array().unwrap().len(), 2);
+    // The lease file names both hosts' holders.
+    let o = ok(env.run("none.sock", &["inspect", "--json", &disk]));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "shared");
+    assert_eq!(v["holders"].as_array().unwrap().len(), 2, "{v}");
+    // A writer is refused on both daemons.
+    let w = Sleeper::new();
+    for sock in ["a.sock", "b.sock"] {
+        let o = env.run(sock, &["acquire", "--owner", "w", "--pid", &w.pid(), &disk]);
+        assert_eq!(code(&o), 3, "{sock}: {}", stderr(&o));
+    }
+    // A's owners leave: B still holds it shared, so the file stays and a writer still waits.
+    ok(env.run("a.sock", &["release", &disk]));
+    assert_eq!(env.lease_files(), 1);
+    let o = env.run(
+        "a.sock",
+        &["acquire", "--owner", "w", "--pid", &w.pid(), &disk],
+    );
+    assert_eq!(code(&o), 3);
+    // The last shared holder removes the file; then the writer gets it.
+    ok(env.run("b.sock", &["release", &disk]));
+    assert_eq!(env.lease_files(), 0);
+    ok(env.run(
+        "a.sock",
+        &["acquire", "--owner", "w", "--pid", &w.pid(), &disk],
+    ));
+}
+
+#[test]
+fn readonly_disks_follow_the_configuration() {
+    let env = Env::with_conf("readonly_disk_leases = 0\n");
+    let disk = env.disk("ro.img");
+    let _a = env.daemon("a.sock");
+    let o = ok(env.run("a.sock", &["acquire", "--readonly", "--json", &disk]));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["leases"].as_array().unwrap().len(), 0);
+    assert_eq!(v["skipped"][0], disk.as_str());
+    assert_eq!(env.lease_files(), 0);
+}
+
+#[test]
+fn owner_death_releases_at_once() {
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let _a = env.daemon("a.sock");
+    let _b = env.daemon("b.sock");
+    let mut owner = Sleeper::new();
+    ok(env.run("a.sock", &["acquire", "--pid", &owner.pid(), &disk]));
+    owner.kill9();
+    wait_until("the dead owner's lease is released", || {
+        status_json(&env, "a.sock").is_empty()
+    });
+    assert_eq!(env.lease_files(), 0);
+    let other = Sleeper::new();
+    ok(env.run("b.sock", &["acquire", "--pid", &other.pid(), &disk]));
+}
+
+#[test]
+fn daemon_kill9_releases_and_restart_starts_clean() {
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let mut a = env.daemon("a.sock");
+    let _b = env.daemon("b.sock");
+    let owner = Sleeper::new();
+    ok(env.run("a.sock", &["acquire", "--pid", &owner.pid(), &disk]));
+    a.kill9();
+    // The kernel dropped the lock; the lease file stays behind, stale and free.
+    assert_eq!(env.lease_files(), 1);
+    let o = ok(env.run("none.sock", &["inspect", "--json", &disk]));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["state"], "free");
+    let other = Sleeper::new();
+    ok(env.run("b.sock", &["acquire", "--pid", &other.pid(), &disk]));
+    ok(env.run("b.sock", &["release", &disk]));
+    // A restarts on its stale socket, with nothing held.
+    assert!(a.socket.exists(), "kill -9 leaves the socket behind");
+    let mut a = env.daemon("a.sock");
+    assert!(status_json(&env, "a.sock").is_empty());
+    ok(env.run("a.sock", &["acquire", "--pid", &owner.pid(), &disk]));
+    // SIGTERM releases everything and removes the socket.
+    let log = a.stop();
+    assert!(
+        log.contains("event=\"release\"") || log.contains("released"),
+        "{log}"
+    );
+    assert_eq!(env.lease_files(), 0);
+    assert!(!a.socket.exists());
+}
+
+#[test]
+fn one_daemon_per_socket() {
+    let env = Env::new();
+    let _a = env.daemon("a.sock");
+    let o = env.cmd("a.sock").arg("daemon").output().unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("another disklock daemon serves"),
+        "{}",
+        stderr(&o)
+    );
+    // Something that is not a socket at the path is never removed.
+    std::fs::write(env.path("file.sock"), "x").unwrap();
+    let o = env.cmd("file.sock").arg("daemon").output().unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("exists and is not a socket"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn acquire_is_all_or_nothing() {
+    let env = Env::new();
+    let (d1, d2, d3) = (env.disk("1.img"), env.disk("2.img"), env.disk("3.img"));
+    let _a = env.daemon("a.sock");
+    let _b = env.daemon("b.sock");
+    let owner = Sleeper::new();
+    ok(env.run("b.sock", &["acquire", "--pid", &owner.pid(), &d2]));
+    let o = env.run("a.sock", &["acquire", "--pid", &owner.pid(), &d1, &d2, &d3]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("{d2}: busy")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(status_json(&env, "a.sock").is_empty());
+    assert_eq!(env.lease_files(), 1);
+    // An unknown disk fails the same way, exit 1.
+    let o = env.run(
+        "a.sock",
+        &["acquire", "--pid", &owner.pid(), &d1, "/nonexistent/disk"],
+    );
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("/nonexistent/disk"), "{}", stderr(&o));
+    assert!(status_json(&env, "a.sock").is_empty());
+}
+
+#[test]
+fn commands_say_when_they_need_a_daemon() {
+    let env = Env::new();
+    let disk = env.disk("x.img");
+    for args in [
+        vec!["acquire", disk.as_str()],
+        vec!["status"],
+        vec!["release", disk.as_str()],
+    ] {
+        let o = env.run("none.sock", &args);
+        assert_eq!(code(&o), 4, "{args:?}");
+        assert!(
+            stderr(&o).contains("no disklock daemon is running at")
+                && stderr(&o).contains("none.sock"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // inspect needs none.
+    let o = ok(env.run("none.sock", &["inspect", &disk]));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("free (no lease file)"));
+}
+
+#[test]
+fn run_holds_leases_exactly_while_the_command_lives() {
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    for daemon in [false, true] {
+        let _d = daemon.then(|| env.daemon("a.sock"));
+        let mut holder = env
+            .cmd("a.sock")
+            .args([
+                "run", "--owner", "qemu-vm1", "--disk", &disk, "--", "sleep", "1000",
+            ])
+            .spawn()
+            .unwrap();
+        wait_until("the command holds the lease", || {
+            let o = env.run("none.sock", &["inspect", "--json", &disk]);
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            v["state"] == "exclusive"
+        });
+        // The holder record names the command's pid (same pid: disklock became it).
+        let o = ok(env.run("none.sock", &["inspect", "--json", &disk]));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["holders"][0]["owners"][0]["name"], "qemu-vm1");
+        assert_eq!(v["holders"][0]["owners"][0]["pid"], holder.id());
+        // A second run is refused before its command starts, naming the holder.
+        let marker = env.path("ran");
+        let o = env.run(
+            "a.sock",
+            &[
+                "run",
+                "--disk",
+                &disk,
+                "--",
+                "touch",
+                marker.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code(&o), 3, "daemon={daemon}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("busy: held by qemu-vm1"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!marker.exists());
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        wait_until("the lease is free", || {
+            let o = env.run("none.sock", &["inspect", "--json", &disk]);
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            v["state"] != "exclusive"
+        });
+        // The exit status passes through; a missing command is 127.
+        let o = env.run(
+            "a.sock",
+            &["run", "--disk", &disk, "--", "sh", "-c", "exit 7"],
+        );
+        assert_eq!(code(&o), 7, "{}", stderr(&o));
+        let o = env.run(
+            "a.sock",
+            &["run", "--disk", &disk, "--", "/nonexistent/cmd"],
+        );
+        assert_eq!(code(&o), 127, "{}", stderr(&o));
+        if daemon {
+            wait_until("the daemon holds nothing", || {
+                status_json(&env, "a.sock").is_empty()
+            });
+        }
+    }
+}
+
+#[test]
+fn lease_file_faults() {
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    // Find the lease name, then plant a symlink there.
+    let o = ok(env.run("none.sock", &["lookup", "--json", &disk]));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let lease = PathBuf::from(v[0]["lease"].as_str().unwrap());
+    std::fs::create_dir_all(env.files_lockspace()).unwrap();
+    std::os::unix::fs::symlink(env.path("elsewhere"), &lease).unwrap();
+    let o = env.run("none.sock", &["run", "--disk", &disk, "--", "true"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("is a symbolic link; refusing to follow it"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!env.path("elsewhere").exists(), "the symlink was followed");
+    let _a = env.daemon("a.sock");
+    let o = env.run("a.sock", &["acquire", &disk]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
+    // A stale lease file (a crashed holder's) is free.
+    std::fs::remove_file(&lease).unwrap();
+    std::fs::write(&lease, "{\"not\": \"ours\"}\n").unwrap();
+    ok(env.run("none.sock", &["run", "--disk", &disk, "--", "true"]));
+    // A lockspace that cannot be created.
+    let bad = Env::with_conf("");
+    std::fs::write(bad.path("ls"), "a file where the lockspace should be").unwrap();
+    let d = bad.disk("vm.img");
+    let o = bad.run("none.sock", &["run", "--disk", &d, "--", "true"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("cannot create lockspace directory"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn read_only_lockspace_is_a_clear_error() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test mounts a read-only tmpfs in a private mount namespace and must run as root"
+    );
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let ls = env.path("ls");
+    std::fs::create_dir_all(&ls).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o ro tmpfs {} && exec {} --config {} --socket /nonexistent.sock run --disk {} -- true",
+        ls.display(),
+        BIN,
+        env.path("disklock.conf").display(),
+        disk
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is on a read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn protocol_is_varlink_and_bounded() {
+    let env = Env::new();
+    let a = env.daemon("a.sock");
+    let v = a.call(b"{\"method\":\"org.varlink.service.GetInfo\"}\0");
+    assert!(
+        v["parameters"]["interfaces"]
+            .as_array()
+            .unwrap()
+            .contains(&"io.disklock.Lease".into())
+    );
+    let v = a.call(b"{\"method\":\"org.varlink.service.GetInterfaceDescription\",\"parameters\":{\"interface\":\"io.disklock.Lease\"}}\0");
+    assert_eq!(
+        v["parameters"]["description"].as_str().unwrap(),
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/io.disklock.Lease.varlink"
+        ))
+        .unwrap()
+    );
+    let v = a.call(b"{\"method\":\"io.disklock.Lease.Version\"}\0");
+    assert_eq!(v["parameters"]["protocol"], 1);
+    let v = a.call(b"{\"method\":\"io.disklock.Lease.Nope\",\"parameters\":{}}\0");
+    assert_eq!(v["error"], "org.varlink.service.MethodNotFound");
+    let v = a.call(b"not json\0");
+    assert_eq!(v["error"], "org.varlink.service.InvalidParameter");
+    let v = a.call(b"{\"method\":\"io.disklock.Lease.Acquire\",\"parameters\":{\"disks\":[],\"owner\":{\"name\":\"x\",\"uuid\":\"u\",\"pid\":1}}}\0");
+    assert_eq!(v["error"], "org.varlink.service.InvalidParameter");
+    let v = a.call(b"{\"method\":\"io.disklock.Lease.Acquire\",\"parameters\":{\"disks\":[{\"path\":\"/x\",\"mode\":\"exclusive\"}],\"owner\":{\"name\":\"x\",\"uuid\":\"u\",\"pid\":4194305}}}\0");
+    assert_eq!(v["error"], "io.disklock.Lease.InvalidOwner");
+    // An oversized message gets an error and the connection is closed.
+    let mut s = UnixStream::connect(&a.socket).unwrap();
+    let big = vec![b' '; 70 * 1024];
+    let _ = s.write_all(&big);
+    let v = read_reply(&mut s);
+    assert_eq!(v["error"], "io.disklock.Lease.RequestTooLarge");
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0);
+    // A client that disconnects mid-request leaves nothing behind.
+    {
+        let mut s = UnixStream::connect(&a.socket).unwrap();
+        s.write_all(b"{\"method\":\"io.disklock.Lease.Acq").unwrap();
+    }
+    // Two calls on one connection, pipelined.
+    let mut s = UnixStream::connect(&a.socket).unwrap();
+    s.write_all(
+        b"{\"method\":\"io.disklock.Lease.Status\"}\0{\"method\":\"io.disklock.Lease.Version\"}\0",
+    )
+    .unwrap();
+    assert_eq!(
+        read_reply(&mut s)["parameters"]["leases"],
+        Value::Array(vec![])
+    );
+    assert_eq!(read_reply(&mut s)["parameters"]["protocol"], 1);
+}
+
+#[test]
+fn thousands_of_leases() {
+    const N: usize = 2000;
+    let env = Env::new();
+    let disks: Vec<String> = (0..N).map(|i| env.disk(&format!("d{i}.img"))).collect();
+    let _a = env.daemon("a.sock");
+    let _b = env.daemon("b.sock");
+    let owner = Sleeper::new();
+    let pid = owner.pid();
+    // Requests are bounded (64 KiB): a few hundred disks at a time, one owner.
+    for chunk in disks.chunks(250) {
+        let mut args = vec![
+            "acquire", "--owner", "many", "--uuid", "u-many", "--json", "--pid", &pid,
+        ];
+        args.extend(chunk.iter().map(String::as_str));
+        let o = ok(env.run("a.sock", &args));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["leases"].as_array().unwrap().len(), chunk.len());
+    }
+    // One request over the bound is refused as a whole.
+    let mut args = vec!["acquire", "--pid", &pid];
+    args.extend(disks.iter().map(String::as_str));
+    let o = env.run("a.sock", &args);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("request larger than 65536 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(status_json(&env, "a.sock").len(), N);
+    assert_eq!(env.lease_files(), N);
+    // Every one of them is busy for the other daemon.
+    let o = env.run("b.sock", &["acquire", "--pid", &pid, &disks[N - 1]]);
+    assert_eq!(code(&o), 3);
+    let o = ok(env.run("a.sock", &["release", "--owner", "many"]));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), N);
+    assert_eq!(env.lease_files(), 0);
+}
+
+#[test]
+fn release_errors() {
+    let env = Env::new();
+    let disk = env.disk("x.img");
+    let _a = env.daemon("a.sock");
+    let o = env.run("a.sock", &["release", &disk]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("not held by this daemon"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env.run("a.sock", &["release", "--owner", "nobody"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("owner nobody: holds no lease"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The lockspace path is what the daemon writes the holder into: not used by other tests.
+#[test]
+fn lease_file_mode_and_lockspace_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new();
+    let disk = env.disk("x.img");
+    let _a = env.daemon("a.sock");
+    let owner = Sleeper::new();
+    ok(env.run("a.sock", &["acquire", "--pid", &owner.pid(), &disk]));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&env.files_lockspace()), 0o700);
+    let lease = std::fs::read_dir(env.files_lockspace())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(mode(&lease), 0o600);
+    assert_eq!(mode(&env.path("a.sock")), 0o600);
+}
