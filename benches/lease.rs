@@ -1,0 +1,299 @@
+//! Lease daemon benchmark: acquire+release latency and throughput through the daemon, next
+//! to the floor measured in the same run (one lease-file cycle — open(O_CREAT), fcntl lock,
+//! unlock, close, unlink — plus one Unix-socket round trip), and the daemon's memory with
+//! many leases held.
+//!
+//! `cargo bench --bench lease`. Environment: `LEASE_BENCH_N` (iterations, default 5000),
+//! `LEASE_BENCH_HELD` (leases held for the memory figure, default 100000, capped by the
+//! open-file limit: each lease is an open fd).
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_disklock");
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// Float-to-index and the small fcntl constants: both always fit.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    per_sec: f64,
+}
+
+fn measure(n: usize, mut f: impl FnMut()) -> Stats {
+    for _ in 0..n / 10 {
+        f();
+    }
+    let mut t = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let s = Instant::now();
+        f();
+        t.push(s.elapsed());
+    }
+    let total = start.elapsed();
+    t.sort();
+    Stats {
+        p50: percentile(&t, 0.5),
+        p99: percentile(&t, 0.99),
+        per_sec: n as f64 / total.as_secs_f64(),
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+#[allow(clippy::cast_possible_truncation)]
+fn lock_cycle(path: &Path) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .unwrap();
+    let mut fl = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 1,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETLK(&fl)).unwrap();
+    fl.l_type = libc::F_UNLCK as i16;
+    nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETLK(&fl)).unwrap();
+    drop(f);
+    std::fs::remove_file(path).unwrap();
+}
+
+struct Conn {
+    s: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let mut msg = serde_json::to_vec(&json!({
+            "method": format!("io.disklock.Lease.{method}"),
+            "parameters": params,
+        }))
+        .unwrap();
+        msg.push(0);
+        self.s.write_all(&msg).unwrap();
+        self.buf.clear();
+        let mut chunk = [0u8; 65536];
+        loop {
+            let n = self.s.read(&mut chunk).unwrap();
+            assert!(n > 0, "daemon closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+            if self.buf.last() == Some(&0) {
+                break;
+            }
+        }
+        let v: Value = serde_json::from_slice(&self.buf[..self.buf.len() - 1]).unwrap();
+        assert!(v.get("error").is_none(), "{method}: {v}");
+        v
+    }
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn main() {
+    let n = env_usize("LEASE_BENCH_N", 5000);
+    let want_held = env_usize("LEASE_BENCH_HELD", 100_000);
+    // tmpfs when there is one: ext4 slows down file creation in a directory where many files
+    // were recently deleted (its `recently_deleted` scan), which would measure ext4, not us.
+    let tmp = if Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let dir = std::fs::canonicalize(tmp.path()).unwrap();
+    let ls = dir.join("ls");
+    std::fs::create_dir(&ls).unwrap();
+
+    // The floor, part 1: a lease-file cycle.
+    let p = ls.join("floor");
+    let file = measure(n, || lock_cycle(&p));
+    // The floor, part 2: a Unix-socket round trip of a small message.
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(k) = b.read(&mut buf) {
+            if k == 0 || b.write_all(&buf[..k]).is_err() {
+                break;
+            }
+        }
+    });
+    let msg = [b'x'; 200];
+    let mut back = [0u8; 200];
+    let rt = measure(n, || {
+        a.write_all(&msg).unwrap();
+        a.read_exact(&mut back).unwrap();
+    });
+    drop(a);
+    echo.join().unwrap();
+    let floor = file.p50 + rt.p50;
+
+    // The daemon.
+    let conf = dir.join("disklock.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "file_lockspace_dir = \"{0}\"\nlvm_lockspace_dir = \"{0}/lvm\"\nscsi_lockspace_dir = \"{0}/scsi\"\nlockd_conf = \"\"\n",
+            ls.display()
+        ),
+    )
+    .unwrap();
+    let socket = dir.join("d.sock");
+    let daemon = Daemon(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&conf)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("daemon")
+            .env("DISKLOCK_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        if let Ok(s) = UnixStream::connect(&socket) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut c = Conn { s, buf: Vec::new() };
+    let owner = json!({"name": "bench", "uuid": "bench-1", "pid": std::process::id()});
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, b"").unwrap();
+    let d = disk.to_str().unwrap().to_owned();
+    let cycle = measure(n, || {
+        c.call(
+            "Acquire",
+            json!({"disks": [{"path": d, "mode": "exclusive"}], "owner": owner}),
+        );
+        c.call("Release", json!({"disks": [d]}));
+    });
+    // The file-system part of the floor again, after the daemon's cycles: the larger of the
+    // two is the fairer floor (a file system slows down as it reuses inodes).
+    let file_after = measure(n, || lock_cycle(&p));
+    let floor = floor.max(file_after.p50 + rt.p50);
+    let ratio = us(cycle.p50) / us(floor);
+
+    // Memory: as many leases as the open-file limit allows, up to `want_held`.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let held = want_held.min(
+        usize::try_from(hard)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(256),
+    );
+    let disks: Vec<PathBuf> = (0..held).map(|i| dir.join(format!("d{i}"))).collect();
+    for p in &disks {
+        std::fs::write(p, b"").unwrap();
+    }
+    let pid = daemon.0.id();
+    let rss0 = rss_kib(pid);
+    let t = Instant::now();
+    for chunk in disks.chunks(200) {
+        let list: Vec<Value> = chunk
+            .iter()
+            .map(|p| json!({"path": p.to_str().unwrap(), "mode": "exclusive"}))
+            .collect();
+        c.call("Acquire", json!({"disks": list, "owner": owner}));
+    }
+    let fill = t.elapsed();
+    let rss1 = rss_kib(pid);
+    let status = c.call("Status", json!({}));
+    assert_eq!(
+        status["parameters"]["leases"].as_array().unwrap().len(),
+        held
+    );
+    let per_lease = (rss1.saturating_sub(rss0) as f64 * 1024.0) / held.max(1) as f64;
+    let at_100k_mib = (rss0 as f64 * 1024.0 + per_lease * 100_000.0) / (1024.0 * 1024.0);
+    c.call("ReleaseOwner", json!({"uuid": "bench-1"}));
+
+    println!("lease benchmark (n = {n}, lockspace in {})", dir.display());
+    println!(
+        "  floor: lease-file cycle        p50 {:7.1} us  p99 {:7.1} us",
+        us(file.p50),
+        us(file.p99)
+    );
+    println!(
+        "  floor: unix socket round trip  p50 {:7.1} us  p99 {:7.1} us",
+        us(rt.p50),
+        us(rt.p99)
+    );
+    println!(
+        "  floor: lease-file cycle, after  p50 {:7.1} us  p99 {:7.1} us",
+        us(file_after.p50),
+        us(file_after.p99)
+    );
+    println!("  floor: larger cycle + round trip    {:7.1} us", us(floor));
+    println!(
+        "  daemon acquire+release          p50 {:7.1} us  p99 {:7.1} us  {:.0} pairs/s",
+        us(cycle.p50),
+        us(cycle.p99),
+        cycle.per_sec
+    );
+    println!("  daemon p50 / floor: {ratio:.2}x (target <= 3x)");
+    println!(
+        "  memory: {held} leases held (open-file limit {hard}); daemon RSS {:.1} MiB idle, {:.1} MiB held, {:.0} bytes/lease; filled in {:.2} s",
+        rss0 as f64 / 1024.0,
+        rss1 as f64 / 1024.0,
+        per_lease,
+        fill.as_secs_f64()
+    );
+    if held < 100_000 {
+        println!(
+            "  memory: 100000 leases extrapolated: {at_100k_mib:.1} MiB (target < 100 MB); the open-file limit stops a real run here"
+        );
+    } else {
+        println!(
+            "  memory: 100000 leases: {:.1} MiB (target < 100 MB)",
+            rss1 as f64 / 1024.0
+        );
+    }
+}
