@@ -104,6 +104,30 @@ pub enum Command {
         after_help = "Examples:\n  disklock run --disk /srv/vm/disk0.img -- qemu-system-x86_64 -drive file=/srv/vm/disk0.img,format=raw\n  disklock run --shared-disk /dev/sdc -- ./backup.sh"
     )]
     Run(RunArgs),
+
+    /// Internal: started by `run` without a daemon; releases the leases a process held once
+    /// it has exited (see `run.rs`).
+    #[command(name = "__release-after-exit", hide = true)]
+    ReleaseAfterExit(ReleaseAfterExitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseAfterExitArgs {
+    /// The process holding the leases.
+    #[arg(long)]
+    pub pid: u32,
+
+    /// Host id of its holder records.
+    #[arg(long, default_value = "")]
+    pub host_id: String,
+
+    /// A lease it holds: MODE:DEV:INO:PATH.
+    #[arg(long = "lease", value_name = "MODE:DEV:INO:PATH")]
+    pub leases: Vec<OsString>,
+
+    /// The second stage, detached from `run`'s process tree.
+    #[arg(long)]
+    pub detached: bool,
 }
 
 /// The owner options shared by acquire and run.

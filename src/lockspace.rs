@@ -719,6 +719,104 @@ impl Lease {
     }
 }
 
+/// The identity of a lease this process held and handed on to another (the command that
+/// `disklock run` becomes): enough for [`release_after_exit`] to release it once that
+/// process has exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldElsewhere {
+    /// The lease file.
+    pub path: PathBuf,
+    /// Device and inode of the file that was locked: only that inode is ever removed.
+    pub dev: u64,
+    /// See `dev`.
+    pub ino: u64,
+    /// The mode it was held in.
+    pub mode: Mode,
+    /// Host id of the holder record to drop when other shared holders remain.
+    pub host_id: String,
+    /// Pid of that holder record (the exited process).
+    pub pid: u32,
+}
+
+impl Lease {
+    /// What [`release_after_exit`] needs to release this lease after its holder exited.
+    pub fn held_elsewhere(&self) -> HeldElsewhere {
+        HeldElsewhere {
+            path: self.path.clone(),
+            dev: self.dev,
+            ino: self.ino,
+            mode: self.mode,
+            host_id: self.me.0.clone(),
+            pid: self.me.1,
+        }
+    }
+}
+
+/// Releases a lease whose holding process has exited (the kernel dropped its lock), with the
+/// daemon's last-release rule: the file is removed only when an exclusive lock on it can be
+/// taken now (nobody else took the lease meanwhile) and it is still the inode that was held;
+/// otherwise a shared holder's record is removed from the body and the file stays.
+///
+/// Must be called by a process that does not hold the lease itself (checked: `HeldHere`).
+pub fn release_after_exit(held: &HeldElsewhere) -> Result<Released, LeaseError> {
+    let path = &held.path;
+    if !held_insert(path) {
+        return Err(LeaseError::HeldHere { path: path.clone() });
+    }
+    let result = release_after_exit_at(held);
+    held_remove(path);
+    result
+}
+
+fn release_after_exit_at(held: &HeldElsewhere) -> Result<Released, LeaseError> {
+    let path = &held.path;
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        // Gone (someone took it over and released it) or replaced by a symlink: not ours.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Released::Kept),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Released::Kept),
+        Err(e) => return Err(io_err("open", path)(e)),
+    };
+    let meta = file.metadata().map_err(io_err("stat", path))?;
+    if meta.dev() != held.dev || meta.ino() != held.ino {
+        return Ok(Released::Kept);
+    }
+    let lease = Lease {
+        file: Some(file),
+        path: path.clone(),
+        dev: held.dev,
+        ino: held.ino,
+        mode: Mode::Shared,
+        me: (held.host_id.clone(), held.pid),
+    };
+    match fcntl(
+        lease.file(),
+        FcntlArg::F_SETLK(&flock(short(libc::F_WRLCK), LEASE_BYTE)),
+    ) {
+        // Nobody holds it: remove it (only if it is still the inode at the path), then the
+        // lock goes with the fd.
+        Ok(_) => lease.unlink_if_ours(),
+        Err(Errno::EAGAIN | Errno::EACCES) => {
+            if held.mode == Mode::Shared {
+                // Other shared holders remain: take our record out of the body.
+                let (host_id, pid) = (&held.host_id, held.pid);
+                lease.edit_shared_body(|hs| {
+                    hs.retain(|h| !(h.host_id == *host_id && h.pid == pid));
+                })?;
+            }
+            // Exclusive: someone took the free lease over already; it is theirs now.
+            Ok(Released::Kept)
+        }
+        Err(Errno::ENOLCK) => Err(LeaseError::NoLocks { path: path.clone() }),
+        Err(e) => Err(errno_err("lock", path, e)),
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         // Close first, then forget: until the fd is closed the path must stay marked as

@@ -28,6 +28,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     init_logging(args.verbose, matches!(args.command, cli::Command::Daemon));
+    if let cli::Command::ReleaseAfterExit(r) = &args.command {
+        return run::release_after_exit(r);
+    }
     let outcome = match settings::Settings::load(&args) {
         Ok(settings) => match &args.command {
             cli::Command::Lookup(l) => lookup::run(&settings, l).map(ExitCode::from),
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
             cli::Command::Status(s) => status::run(&settings, s).map(ExitCode::from),
             cli::Command::Inspect(i) => inspect::run(&settings, i).map(ExitCode::from),
             cli::Command::Run(r) => run::run(&settings, r),
+            cli::Command::ReleaseAfterExit(r) => Ok(run::release_after_exit(r)),
         },
         Err(e) => Err(e),
     };

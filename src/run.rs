@@ -168,18 +168,11 @@ fn in_process(
             owners: vec![owner.clone()],
         };
         let code = match lockspace::acquire(dir, key, *mode, &holder) {
-            Ok(Acquired::Held(l)) => match l.keep_across_exec() {
-                Ok(()) => {
-                    tracing::info!(event = "acquire", disk = %disk, key = %key, lockspace = %dir.display(), mode = mode.as_str(), owner = %owner.name, "acquired {disk} ({mode})");
-                    held.push(l);
-                    continue;
-                }
-                Err(e) => {
-                    eprintln!("disklock: {disk}: {}", chain_std(&e));
-                    held.push(l);
-                    Code::Partial
-                }
-            },
+            Ok(Acquired::Held(l)) => {
+                tracing::info!(event = "acquire", disk = %disk, key = %key, lockspace = %dir.display(), mode = mode.as_str(), owner = %owner.name, "acquired {disk} ({mode})");
+                held.push(l);
+                continue;
+            }
             Ok(Acquired::Busy(b)) => {
                 tracing::info!(event = "refuse", disk = %disk, key = %key, lockspace = %dir.display(), mode = mode.as_str(), reason = %b.describe(), "refused {disk}");
                 eprintln!("disklock: {disk}: busy: {}", b.describe());
@@ -193,9 +186,207 @@ fn in_process(
         release_all(held);
         return Ok(code.into());
     }
+    if !held.is_empty() {
+        // Started while the lease fds are still close-on-exec, so it inherits none.
+        if let Err(e) = spawn_releaser(me_of(&held), &held) {
+            tracing::warn!(error = %e, "the lease files will stay behind when the command exits");
+        }
+    }
+    for l in &held {
+        if let Err(e) = l.keep_across_exec() {
+            eprintln!("disklock: {}", chain_std(&e));
+            release_all(held);
+            return Ok(Code::Partial.into());
+        }
+    }
     let err = command.exec();
     release_all(held);
     Ok(exec_failed(command.get_program(), &err))
+}
+
+fn me_of(held: &[Lease]) -> (String, u32) {
+    held.first().map_or_else(
+        || (String::new(), std::process::id()),
+        |l| {
+            let h = l.held_elsewhere();
+            (h.host_id, h.pid)
+        },
+    )
+}
+
+/// Starts the releaser: a `disklock __release-after-exit` detached from this process tree
+/// (its own process group, reparented to init) that waits for this process — soon the
+/// command — to exit and then releases `held` as the daemon releases a lease on its last
+/// release. Returns once it watches this process, so no exit can slip past it.
+fn spawn_releaser((host_id, pid): (String, u32), held: &[Lease]) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::process::Stdio;
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg0("disklock")
+        .arg("__release-after-exit")
+        .arg("--pid")
+        .arg(pid.to_string())
+        .arg("--host-id")
+        .arg(&host_id);
+    for l in held {
+        let h = l.held_elsewhere();
+        let mut v = format!("{}:{}:{}:", h.mode.as_str(), h.dev, h.ino).into_bytes();
+        v.extend_from_slice(h.path.as_os_str().as_bytes());
+        cmd.arg("--lease").arg(std::ffi::OsStr::from_bytes(&v));
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .current_dir("/")
+        // Out of the terminal's foreground group: a ^C to the command must not kill it.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start the releaser: {e}"))?;
+    let stdout = child.stdout.take();
+    let status = child.wait().map_err(|e| anyhow::anyhow!("releaser: {e}"))?;
+    anyhow::ensure!(status.success(), "the releaser failed: {status}");
+    // The detached second stage prints `ready` once it watches us (or EOF if it died).
+    let mut line = String::new();
+    if let Some(out) = stdout {
+        std::io::BufReader::new(out).read_line(&mut line)?;
+    }
+    anyhow::ensure!(line.trim() == "ready", "the releaser did not start");
+    Ok(())
+}
+
+/// `disklock __release-after-exit`: the first stage starts the second, detached, and exits
+/// (so `run`'s command never has it as a child to wait for); the second waits for `--pid`
+/// to exit and releases its leases.
+pub fn release_after_exit(args: &crate::cli::ReleaseAfterExitArgs) -> ExitCode {
+    use std::io::Write as _;
+    let leases = match parse_leases(args) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("disklock: {e}");
+            return Code::Usage.into();
+        }
+    };
+    if !args.detached {
+        let spawned = std::process::Command::new("/proc/self/exe")
+            .arg0("disklock")
+            .args(std::env::args_os().skip(1))
+            .arg("--detached")
+            .stdin(std::process::Stdio::null())
+            .current_dir("/")
+            .process_group(0)
+            .spawn();
+        return match spawned {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("disklock: cannot start the releaser: {e}");
+                Code::Partial.into()
+            }
+        };
+    }
+    let watch = ExitWatch::new(args.pid);
+    let ready = writeln!(std::io::stdout(), "ready").and_then(|()| std::io::stdout().flush());
+    if ready.is_err() {
+        // `run` is gone before it could exec: its own exit path released the leases.
+        return Code::Partial.into();
+    }
+    watch.wait();
+    let mut code = Code::Ok;
+    for h in leases.iter().rev() {
+        match lockspace::release_after_exit(h) {
+            Ok(r) => {
+                tracing::info!(event = "release", lease = %h.path.display(), mode = h.mode.as_str(), removed = (r == lockspace::Released::Unlinked), "released after pid {} exited", args.pid);
+            }
+            Err(e) => {
+                tracing::warn!(lease = %h.path.display(), error = %chain_std(&e), "lease file not removed");
+                code = Code::Partial;
+            }
+        }
+    }
+    code.into()
+}
+
+fn parse_leases(
+    args: &crate::cli::ReleaseAfterExitArgs,
+) -> anyhow::Result<Vec<lockspace::HeldElsewhere>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    args.leases
+        .iter()
+        .map(|v| {
+            let bad = || anyhow::anyhow!("bad --lease {}", v.to_string_lossy());
+            let mut parts = v.as_bytes().splitn(4, |b| *b == b':');
+            let mut next = || {
+                parts
+                    .next()
+                    .and_then(|p| std::str::from_utf8(p).ok())
+                    .ok_or_else(bad)
+            };
+            let mode = match next()? {
+                "exclusive" => Mode::Exclusive,
+                "shared" => Mode::Shared,
+                _ => return Err(bad()),
+            };
+            let dev = next()?.parse().map_err(|_| bad())?;
+            let ino = next()?.parse().map_err(|_| bad())?;
+            let path = parts.next().ok_or_else(bad)?;
+            let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(path));
+            if !path.is_absolute() {
+                return Err(bad());
+            }
+            Ok(lockspace::HeldElsewhere {
+                path,
+                dev,
+                ino,
+                mode,
+                host_id: args.host_id.clone(),
+                pid: args.pid,
+            })
+        })
+        .collect()
+}
+
+/// Names one process for good: its pidfd, or (without pidfd support) its start time.
+enum ExitWatch {
+    Pidfd(std::os::fd::OwnedFd),
+    StartTime(u32, Option<u64>),
+    Gone,
+}
+
+impl ExitWatch {
+    fn new(pid: u32) -> ExitWatch {
+        use rustix::process::{Pid, PidfdFlags, pidfd_open};
+        let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+            return ExitWatch::Gone;
+        };
+        match pidfd_open(raw, PidfdFlags::empty()) {
+            Ok(fd) => ExitWatch::Pidfd(fd),
+            Err(rustix::io::Errno::SRCH) => ExitWatch::Gone,
+            Err(_) => ExitWatch::StartTime(pid, crate::daemon::server::start_time(pid)),
+        }
+    }
+
+    /// Returns once the process has exited.
+    fn wait(self) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd as _;
+        match self {
+            ExitWatch::Pidfd(fd) => loop {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Err(nix::errno::Errno::EINTR) => {}
+                    // Readable (the process exited), or an error on the pidfd.
+                    _ => return,
+                }
+            },
+            ExitWatch::StartTime(pid, start) => {
+                while matches!(crate::daemon::server::start_time(pid), Some(t) if start.is_none_or(|s| s == t))
+                {
+                    std::thread::sleep(crate::daemon::server::POLL_OWNER);
+                }
+            }
+            ExitWatch::Gone => {}
+        }
+    }
 }
 
 fn release_all(leases: Vec<Lease>) {

@@ -540,6 +540,178 @@ fn run_holds_leases_exactly_while_the_command_lives() {
 }
 
 #[test]
+fn daemonless_run_removes_its_lease_files_as_the_daemon_does() {
+    let env = Env::new();
+    let (disk, other) = (env.disk("vm.img"), env.disk("other.img"));
+    let lease_of = |d: &str| -> PathBuf {
+        let o = ok(env.run("none.sock", &["lookup", "--json", d]));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        PathBuf::from(v[0]["lease"].as_str().unwrap())
+    };
+    let (lease, other_lease) = (lease_of(&disk), lease_of(&other));
+
+    // Exclusive: the file exists while the command runs and is removed after it exits,
+    // also when it fails and when it is SIGKILLed.
+    let probe = format!(
+        "test -f {} && test -f {} && exit 7",
+        lease.display(),
+        other_lease.display()
+    );
+    let o = env.run(
+        "none.sock",
+        &[
+            "run", "--disk", &disk, "--disk", &other, "--", "sh", "-c", &probe,
+        ],
+    );
+    assert_eq!(
+        code(&o),
+        7,
+        "the lease file exists while the command runs: {}",
+        stderr(&o)
+    );
+    wait_until("both lease files are gone", || env.lease_files() == 0);
+    let mut holder = env
+        .cmd("none.sock")
+        .args(["run", "--disk", &disk, "--", "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    let execed = |c: &Child| {
+        std::fs::read_to_string(format!("/proc/{}/comm", c.id())).is_ok_and(|s| s.trim() == "sleep")
+    };
+    // Once disklock has become the command, its releaser is watching.
+    wait_until("disklock became the command", || execed(&holder));
+    assert!(lease.exists());
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    wait_until("the killed command's lease file is gone", || {
+        !lease.exists()
+    });
+    // A command that waits for all its children is not kept waiting by the releaser.
+    ok(env.run(
+        "none.sock",
+        &["run", "--disk", &disk, "--", "sh", "-c", "sleep 0.1 & wait"],
+    ));
+    wait_until("the lease file is gone", || !lease.exists());
+
+    // Shared: the first holder to leave keeps the file (the other still holds it) and
+    // only its own record goes; the last one removes it.
+    let mut first = env
+        .cmd("none.sock")
+        .args([
+            "run",
+            "--owner",
+            "first",
+            "--shared-disk",
+            &disk,
+            "--",
+            "sleep",
+            "1000",
+        ])
+        .spawn()
+        .unwrap();
+    wait_until("first holds it", || lease.exists());
+    let mut second = env
+        .cmd("none.sock")
+        .args([
+            "run",
+            "--owner",
+            "second",
+            "--shared-disk",
+            &disk,
+            "--",
+            "sleep",
+            "1000",
+        ])
+        .spawn()
+        .unwrap();
+    let owners = || -> Vec<String> {
+        let o = env.run("none.sock", &["inspect", "--json", &disk]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["owners"][0]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    wait_until("both hold it", || {
+        execed(&first) && execed(&second) && owners().len() == 2
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+    wait_until("only second's record is left", || owners() == ["second"]);
+    assert!(lease.exists(), "second still holds it: the file stays");
+    let o = env.run("none.sock", &["run", "--disk", &disk, "--", "true"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    second.kill().unwrap();
+    second.wait().unwrap();
+    wait_until("the last shared holder's file is gone", || !lease.exists());
+
+    // The releaser's rule, run directly on an exited pid: a free file of the held inode
+    // goes; a file someone else now holds, or another inode at the path, stays.
+    let release_after = |mode: &str, path: &std::path::Path| -> Output {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path).unwrap();
+        let spec = format!("{mode}:{}:{}:{}", m.dev(), m.ino(), path.display());
+        env.run(
+            "none.sock",
+            &[
+                "__release-after-exit",
+                "--detached",
+                "--pid",
+                "4294967294",
+                "--lease",
+                &spec,
+            ],
+        )
+    };
+    std::fs::create_dir_all(env.files_lockspace()).unwrap();
+    std::fs::write(&lease, b"").unwrap();
+    ok(release_after("exclusive", &lease));
+    assert!(
+        !lease.exists(),
+        "a free lease file of the held inode is removed"
+    );
+    let d = env.daemon("a.sock");
+    let sleeper = Sleeper::new();
+    ok(env.run("a.sock", &["acquire", "--pid", &sleeper.pid(), &disk]));
+    for mode in ["exclusive", "shared"] {
+        ok(release_after(mode, &lease));
+        assert!(lease.exists(), "{mode}: a lease someone holds stays");
+    }
+    let o = ok(env.run("none.sock", &["inspect", "--json", &disk]));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["holders"][0]["pid"],
+        d.child.id(),
+        "the holder's record stays"
+    );
+    drop(sleeper);
+    wait_until("the daemon releases it", || !lease.exists());
+    std::fs::write(&lease, b"").unwrap();
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(&lease).unwrap();
+        let spec = format!("exclusive:{}:{}:{}", m.dev(), m.ino() + 1, lease.display());
+        ok(env.run(
+            "none.sock",
+            &[
+                "__release-after-exit",
+                "--detached",
+                "--pid",
+                "4294967294",
+                "--lease",
+                &spec,
+            ],
+        ));
+    }
+    assert!(
+        lease.exists(),
+        "another inode at the path is not ours to remove"
+    );
+}
+
+#[test]
 fn lease_file_faults() {
     let env = Env::new();
     let disk = env.disk("vm.img");

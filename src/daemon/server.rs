@@ -48,7 +48,7 @@ pub const MAX_CLIENTS: usize = 1024;
 /// Disks in one request.
 pub const MAX_DISKS: usize = 4096;
 /// How often an owner is polled when the kernel has no pidfd.
-const POLL_OWNER: Duration = Duration::from_millis(200);
+pub const POLL_OWNER: Duration = Duration::from_millis(200);
 
 /// Who is on the other end of a connection (SO_PEERCRED).
 #[derive(Debug, Clone, Copy)]
