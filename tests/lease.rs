@@ -189,6 +189,12 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Fails with the whole stderr when it lacks `text`.
+fn assert_stderr_has(o: &Output, text: &str) {
+    let err = stderr(o);
+    assert!(err.contains(text), "stderr lacks {text:?}: {err}");
+}
+
 fn ok(o: Output) -> Output {
     assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
     o
@@ -404,20 +410,12 @@ fn one_daemon_per_socket() {
     let _a = env.daemon("a.sock");
     let o = env.cmd("a.sock").arg("daemon").output().unwrap();
     assert_eq!(code(&o), 2);
-    assert!(
-        stderr(&o).contains("another disklock daemon serves"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "another disklock daemon serves");
     // Something that is not a socket at the path is never removed.
     std::fs::write(env.path("file.sock"), "x").unwrap();
     let o = env.cmd("file.sock").arg("daemon").output().unwrap();
     assert_eq!(code(&o), 2);
-    assert!(
-        stderr(&o).contains("exists and is not a socket"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "exists and is not a socket");
 }
 
 #[test]
@@ -430,11 +428,7 @@ fn acquire_is_all_or_nothing() {
     ok(env.run("b.sock", &["acquire", "--pid", &owner.pid(), &d2]));
     let o = env.run("a.sock", &["acquire", "--pid", &owner.pid(), &d1, &d2, &d3]);
     assert_eq!(code(&o), 3, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains(&format!("{d2}: busy")),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, &format!("{d2}: busy"));
     assert!(status_json(&env, "a.sock").is_empty());
     assert_eq!(env.lease_files(), 1);
     // An unknown disk fails the same way, exit 1.
@@ -458,12 +452,8 @@ fn commands_say_when_they_need_a_daemon() {
     ] {
         let o = env.run("none.sock", &args);
         assert_eq!(code(&o), 4, "{args:?}");
-        assert!(
-            stderr(&o).contains("no disklock daemon is running at")
-                && stderr(&o).contains("none.sock"),
-            "{}",
-            stderr(&o)
-        );
+        assert_stderr_has(&o, "no disklock daemon is running at");
+        assert_stderr_has(&o, "none.sock");
     }
     // inspect needs none.
     let o = ok(env.run("none.sock", &["inspect", &disk]));
@@ -507,11 +497,7 @@ fn run_holds_leases_exactly_while_the_command_lives() {
             ],
         );
         assert_eq!(code(&o), 3, "daemon={daemon}: {}", stderr(&o));
-        assert!(
-            stderr(&o).contains("busy: held by qemu-vm1"),
-            "{}",
-            stderr(&o)
-        );
+        assert_stderr_has(&o, "busy: held by qemu-vm1");
         assert!(!marker.exists());
         holder.kill().unwrap();
         holder.wait().unwrap();
@@ -743,11 +729,7 @@ fn lease_file_faults() {
     let d = bad.disk("vm.img");
     let o = bad.run("none.sock", &["run", "--disk", &d, "--", "true"]);
     assert_eq!(code(&o), 1);
-    assert!(
-        stderr(&o).contains("cannot create lockspace directory"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "cannot create lockspace directory");
 }
 
 #[test]
@@ -772,11 +754,7 @@ fn read_only_lockspace_is_a_clear_error() {
         .output()
         .unwrap();
     assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("is on a read-only file system"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "is on a read-only file system");
 }
 
 #[test]
@@ -859,11 +837,7 @@ fn thousands_of_leases() {
     args.extend(disks.iter().map(String::as_str));
     let o = env.run("a.sock", &args);
     assert_eq!(code(&o), 2);
-    assert!(
-        stderr(&o).contains("request larger than 65536 bytes"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "request larger than 65536 bytes");
     assert_eq!(status_json(&env, "a.sock").len(), N);
     assert_eq!(env.lease_files(), N);
     // Every one of them is busy for the other daemon.
@@ -881,18 +855,10 @@ fn release_errors() {
     let _a = env.daemon("a.sock");
     let o = env.run("a.sock", &["release", &disk]);
     assert_eq!(code(&o), 1);
-    assert!(
-        stderr(&o).contains("not held by this daemon"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "not held by this daemon");
     let o = env.run("a.sock", &["release", "--owner", "nobody"]);
     assert_eq!(code(&o), 1);
-    assert!(
-        stderr(&o).contains("owner nobody: holds no lease"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "owner nobody: holds no lease");
 }
 
 /// The lockspace path is what the daemon writes the holder into: not used by other tests.
