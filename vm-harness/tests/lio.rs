@@ -52,18 +52,7 @@ fn lio_preempt_and_abort_full_status_and_aptpl() -> Result<()> {
     assert!(caps.contains("(PTPL_C): 1"), "PTPL_C=1 expected: {caps}");
 
     // ---- A registers and reserves Write Exclusive; B registers ----
-    timed("step reserve", || -> Result<()> {
-        a.run_ok(&format!(
-            "sg_persist -n --out --register --param-sark=0xa /dev/{a1}"
-        ))?;
-        a.run_ok(&format!(
-            "sg_persist -n --out --reserve --param-rk=0xa --prout-type=1 /dev/{a1}"
-        ))?;
-        b.run_ok(&format!(
-            "sg_persist -n --out --register --param-sark=0xb /dev/{b1}"
-        ))?;
-        Ok(())
-    })?;
+    timed("step reserve", || common::reserve_we(a, &a1, b, &b1))?;
     a.run_ok(&dd_write(&a1, 100))?;
     let w = b.run(&dd_write(&b1, 101))?;
     assert!(!w.success(), "B is fenced by A's reservation: {w:?}");

@@ -69,18 +69,7 @@ fn two_hosts_share_luns_reservations_and_faults() -> Result<()> {
     assert!(help.contains("Usage"), "{help}");
 
     // ---- persistent reservations ----
-    timed("step reserve", || -> Result<()> {
-        a.run_ok(&format!(
-            "sg_persist -n --out --register --param-sark=0xa /dev/{a1}"
-        ))?;
-        a.run_ok(&format!(
-            "sg_persist -n --out --reserve --param-rk=0xa --prout-type=1 /dev/{a1}"
-        ))?;
-        b.run_ok(&format!(
-            "sg_persist -n --out --register --param-sark=0xb /dev/{b1}"
-        ))?;
-        Ok(())
-    })?;
+    timed("step reserve", || common::reserve_we(a, &a1, b, &b1))?;
     let keys = b.run_ok(&format!("sg_persist -n -k /dev/{b1}"))?;
     assert!(keys.contains("0xa") && keys.contains("0xb"), "keys: {keys}");
     let res = b.run_ok(&format!("sg_persist -n -r /dev/{b1}"))?;

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+
+use disklock_vm_harness::{Host, Result};
 use std::time::Instant;
 
 /// The `disklock` binary to put into the guests: `$DISKLOCK_BIN`, else the workspace's
@@ -55,4 +57,19 @@ impl Drop for TestTimer {
 /// The `fcntl-lock` helper of this crate (cargo builds it for the integration tests).
 pub fn fcntl_lock_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fcntl-lock"))
+}
+
+/// With `sg_persist`: host `a` registers key 0xa on `a_dev` and reserves it Write Exclusive
+/// (type 1); host `b` registers key 0xb on `b_dev` (the same LUN).
+pub fn reserve_we(a: &Host, a_dev: &str, b: &Host, b_dev: &str) -> Result<()> {
+    a.run_ok(&format!(
+        "sg_persist -n --out --register --param-sark=0xa /dev/{a_dev}"
+    ))?;
+    a.run_ok(&format!(
+        "sg_persist -n --out --reserve --param-rk=0xa --prout-type=1 /dev/{a_dev}"
+    ))?;
+    b.run_ok(&format!(
+        "sg_persist -n --out --register --param-sark=0xb /dev/{b_dev}"
+    ))?;
+    Ok(())
 }
