@@ -30,6 +30,20 @@ pub const AUTO_DISK_LEASES: bool = true;
 /// The default of `readonly_disk_leases`: a read-only disk gets a shared lease, so that it
 /// conflicts with an exclusive writer anywhere (libvirt's lockd plugin takes none).
 pub const READONLY_DISK_LEASES: bool = true;
+/// The default of `persistent_reservations`: off, so that a host that only wants leases never
+/// sends a reservation command to its storage.
+pub const PERSISTENT_RESERVATIONS: bool = false;
+/// The reservation types an exclusive disk may take (`pr_type`), by their short names.
+pub const PR_TYPES: &[&str] = &["we", "ea"];
+/// The reservation types a shared disk may join (`pr_shared_type`): only the all-registrants
+/// types keep the reservation while any sharer is left.
+pub const PR_SHARED_TYPES: &[&str] = &["we-ar", "ea-ar"];
+/// The largest `host_id`, as sanlock's host ids run from 1 to 2000.
+pub const MAX_HOST_ID: u16 = 2000;
+/// The default of `pr_check_interval`, in seconds.
+pub const PR_CHECK_INTERVAL: u32 = 10;
+/// The largest `pr_check_interval` (one day).
+pub const MAX_PR_CHECK_INTERVAL: u32 = 86_400;
 
 /// A way to derive a stable, cross-host key for a disk, tried in the configured order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,6 +132,20 @@ pub enum Key {
     LockdConf,
     /// `readonly_disk_leases`
     ReadonlyDiskLeases,
+    /// `persistent_reservations`
+    PersistentReservations,
+    /// `pr_type`
+    PrType,
+    /// `pr_shared_type`
+    PrSharedType,
+    /// `host_key`
+    HostKey,
+    /// `host_id`
+    HostId,
+    /// `pr_exclude`
+    PrExclude,
+    /// `pr_check_interval`
+    PrCheckInterval,
 }
 
 impl Key {
@@ -171,6 +199,16 @@ enum Kind {
     OptionalAbsPath,
     /// A non-empty list of distinct key source names.
     KeySources,
+    /// One of a few names.
+    Choice(&'static [&'static str]),
+    /// `""` or `0x` and 1 to 16 hex digits, not all zero.
+    HostKey,
+    /// `0` (none) or 1 to [`MAX_HOST_ID`].
+    HostId,
+    /// A list of non-empty strings.
+    Strings,
+    /// Whole seconds, 0 to [`MAX_PR_CHECK_INTERVAL`].
+    Seconds,
 }
 
 /// One row of the key table.
@@ -250,6 +288,55 @@ const KEYS: &[KeySpec] = &[
         in_lockd_conf: false,
         default: |_| Some(Setting::Bool(READONLY_DISK_LEASES)),
     },
+    KeySpec {
+        key: Key::PersistentReservations,
+        name: "persistent_reservations",
+        kind: Kind::Bool,
+        in_lockd_conf: false,
+        default: |_| Some(Setting::Bool(PERSISTENT_RESERVATIONS)),
+    },
+    KeySpec {
+        key: Key::PrType,
+        name: "pr_type",
+        kind: Kind::Choice(PR_TYPES),
+        in_lockd_conf: false,
+        default: |_| Some(Setting::Choice(PR_TYPES[0].to_owned())),
+    },
+    KeySpec {
+        key: Key::PrSharedType,
+        name: "pr_shared_type",
+        kind: Kind::Choice(PR_SHARED_TYPES),
+        in_lockd_conf: false,
+        default: |_| Some(Setting::Choice(PR_SHARED_TYPES[0].to_owned())),
+    },
+    KeySpec {
+        key: Key::HostKey,
+        name: "host_key",
+        kind: Kind::HostKey,
+        in_lockd_conf: false,
+        default: |_| Some(Setting::HostKey(None)),
+    },
+    KeySpec {
+        key: Key::HostId,
+        name: "host_id",
+        kind: Kind::HostId,
+        in_lockd_conf: false,
+        default: |_| Some(Setting::HostId(None)),
+    },
+    KeySpec {
+        key: Key::PrExclude,
+        name: "pr_exclude",
+        kind: Kind::Strings,
+        in_lockd_conf: false,
+        default: |_| Some(Setting::Strings(Vec::new())),
+    },
+    KeySpec {
+        key: Key::PrCheckInterval,
+        name: "pr_check_interval",
+        kind: Kind::Seconds,
+        in_lockd_conf: false,
+        default: |_| Some(Setting::Seconds(PR_CHECK_INTERVAL)),
+    },
 ];
 
 const _: () = {
@@ -270,6 +357,11 @@ pub(crate) enum Setting {
     Path(PathBuf),
     OptionalPath(Option<PathBuf>),
     KeySources(Vec<KeySource>),
+    Choice(String),
+    HostKey(Option<u64>),
+    HostId(Option<u16>),
+    Strings(Vec<String>),
+    Seconds(u32),
 }
 
 /// Where a setting's value came from.
@@ -378,10 +470,50 @@ pub struct Config {
     pub lockd_conf: Option<PathBuf>,
     /// Take a shared lease on read-only disks (1) or none, as libvirt does (0).
     pub readonly_disk_leases: bool,
+    /// Guard SCSI- and NVMe-keyed disks with persistent reservations as well as leases.
+    pub persistent_reservations: bool,
+    /// The reservation type of an exclusive disk: one of [`PR_TYPES`].
+    pub pr_type: String,
+    /// The reservation type a shared disk joins: one of [`PR_SHARED_TYPES`].
+    pub pr_shared_type: String,
+    /// This host's reservation key, when set explicitly; never 0.
+    #[serde(serialize_with = "serialize_host_key")]
+    pub host_key: Option<u64>,
+    /// This host's number in the cluster (1 to [`MAX_HOST_ID`]), from which the reservation
+    /// key is derived when `host_key` is not set.
+    pub host_id: Option<u16>,
+    /// Disks (keys or paths) that never get a persistent reservation.
+    pub pr_exclude: Vec<String>,
+    /// How often the daemon checks the reservations of the disks it holds, in seconds; 0
+    /// turns the check off.
+    pub pr_check_interval: u32,
     origins: BTreeMap<Key, Origin>,
 }
 
 static DEFAULT_ORIGIN: Origin = Origin::Default;
+
+fn serialize_host_key<S: serde::Serializer>(key: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match key {
+        Some(k) => s.serialize_str(&format_host_key(*k)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A reservation key as configuration files and disklock print it: `0x` and 16 hex digits.
+pub fn format_host_key(key: u64) -> String {
+    format!("0x{key:016x}")
+}
+
+/// Parses `0x` and 1 to 16 hex digits, not all zero (a zero key means "no key" to SCSI).
+pub fn parse_host_key(text: &str) -> Option<u64> {
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))?;
+    if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok().filter(|k| *k != 0)
+}
 
 impl Config {
     /// The built-in defaults for `ctx`, without reading any file.
@@ -417,6 +549,18 @@ impl Config {
                 .as_deref()
                 .map_or_else(|| Value::Str(String::new()), path),
             Key::ReadonlyDiskLeases => Value::Int(self.readonly_disk_leases.into()),
+            Key::PersistentReservations => Value::Int(self.persistent_reservations.into()),
+            Key::PrType => Value::Str(self.pr_type.clone()),
+            Key::PrSharedType => Value::Str(self.pr_shared_type.clone()),
+            Key::HostKey => Value::Str(self.host_key.map(format_host_key).unwrap_or_default()),
+            Key::HostId => Value::Int(self.host_id.map_or(0, i64::from)),
+            Key::PrExclude => Value::List(
+                self.pr_exclude
+                    .iter()
+                    .map(|d| Value::Str(d.clone()))
+                    .collect(),
+            ),
+            Key::PrCheckInterval => Value::Int(self.pr_check_interval.into()),
         }
     }
 
@@ -469,6 +613,35 @@ impl Config {
             boolean(Key::RequireLeaseForDisks).unwrap_or(!auto_disk_leases);
         let readonly_disk_leases =
             boolean(Key::ReadonlyDiskLeases).ok_or(no_default(Key::ReadonlyDiskLeases))?;
+        let persistent_reservations =
+            boolean(Key::PersistentReservations).ok_or(no_default(Key::PersistentReservations))?;
+        let mut choice = |key: Key| match take(key) {
+            Some(Setting::Choice(c)) => Ok(c),
+            None => Err(no_default(key)),
+            Some(other) => unreachable!("{key}: not a choice: {other:?}"),
+        };
+        let pr_type = choice(Key::PrType)?;
+        let pr_shared_type = choice(Key::PrSharedType)?;
+        let host_key = match take(Key::HostKey) {
+            Some(Setting::HostKey(k)) => k,
+            None => None,
+            Some(other) => unreachable!("host_key: {other:?}"),
+        };
+        let host_id = match take(Key::HostId) {
+            Some(Setting::HostId(id)) => id,
+            None => None,
+            Some(other) => unreachable!("host_id: {other:?}"),
+        };
+        let pr_exclude = match take(Key::PrExclude) {
+            Some(Setting::Strings(v)) => v,
+            None => Vec::new(),
+            Some(other) => unreachable!("pr_exclude: {other:?}"),
+        };
+        let pr_check_interval = match take(Key::PrCheckInterval) {
+            Some(Setting::Seconds(n)) => n,
+            None => return Err(no_default(Key::PrCheckInterval)),
+            Some(other) => unreachable!("pr_check_interval: {other:?}"),
+        };
         let key_sources = match take(Key::KeySources) {
             Some(Setting::KeySources(k)) => k,
             None => return Err(no_default(Key::KeySources)),
@@ -493,6 +666,13 @@ impl Config {
             disk_lease_dir,
             lockd_conf,
             readonly_disk_leases,
+            persistent_reservations,
+            pr_type,
+            pr_shared_type,
+            host_key,
+            host_id,
+            pr_exclude,
+            pr_check_interval,
             origins,
         })
     }
@@ -567,6 +747,53 @@ pub(crate) fn check(key: Key, entry: &Entry, file: &Path) -> Result<Setting, Con
             Ok(Setting::KeySources(sources))
         }
         (Kind::KeySources, v) => Err(wrong(entry.value_span, "a list of key source names", v)),
+        (Kind::Choice(names), Value::Str(s)) => match names.iter().find(|n| **n == s.as_str()) {
+            Some(n) => Ok(Setting::Choice((*n).to_owned())),
+            None => Err(invalid(
+                entry.value_span,
+                Problem::NotOneOf {
+                    found: s.clone(),
+                    expected: names,
+                },
+            )),
+        },
+        (Kind::Choice(_), v) => Err(wrong(entry.value_span, "a string", v)),
+        (Kind::HostKey, Value::Str(s)) if s.is_empty() => Ok(Setting::HostKey(None)),
+        (Kind::HostKey, Value::Str(s)) => match parse_host_key(s) {
+            Some(k) => Ok(Setting::HostKey(Some(k))),
+            None => Err(wrong(
+                entry.value_span,
+                "\"0x\" and 1 to 16 hex digits, not all zero, or \"\"",
+                &entry.value,
+            )),
+        },
+        (Kind::HostKey, v) => Err(wrong(entry.value_span, "a string such as \"0x1a2b\"", v)),
+        (Kind::HostId, Value::Int(0)) => Ok(Setting::HostId(None)),
+        (Kind::HostId, Value::Int(n)) if (1..=i64::from(MAX_HOST_ID)).contains(n) => {
+            // In range, so the conversion cannot fail.
+            Ok(Setting::HostId(u16::try_from(*n).ok()))
+        }
+        (Kind::HostId, v) => Err(wrong(
+            entry.value_span,
+            "an integer from 1 to 2000, or 0 for none",
+            v,
+        )),
+        (Kind::Strings, Value::List(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let span = entry.item_spans.get(i).copied().unwrap_or(entry.value_span);
+                match item {
+                    Value::Str(s) if !s.is_empty() => out.push(s.clone()),
+                    other => return Err(wrong(span, "a non-empty string", other)),
+                }
+            }
+            Ok(Setting::Strings(out))
+        }
+        (Kind::Strings, v) => Err(wrong(entry.value_span, "a list of strings", v)),
+        (Kind::Seconds, Value::Int(n)) if (0..=i64::from(MAX_PR_CHECK_INTERVAL)).contains(n) => Ok(
+            Setting::Seconds(u32::try_from(*n).unwrap_or(MAX_PR_CHECK_INTERVAL)),
+        ),
+        (Kind::Seconds, v) => Err(wrong(entry.value_span, "whole seconds from 0 to 86400", v)),
     }
 }
 
@@ -640,7 +867,14 @@ mod tests {
                 "key_sources",
                 "disk_lease_dir",
                 "lockd_conf",
-                "readonly_disk_leases"
+                "readonly_disk_leases",
+                "persistent_reservations",
+                "pr_type",
+                "pr_shared_type",
+                "host_key",
+                "host_id",
+                "pr_exclude",
+                "pr_check_interval"
             ]
         );
         for key in Key::all() {

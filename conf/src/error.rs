@@ -127,6 +127,14 @@ pub enum Problem {
     /// An empty `key_sources` list, which would leave no way to name a disk.
     #[error("the list is empty, at least one key source is needed")]
     EmptyList,
+    /// A string that is not one of the names the key takes.
+    #[error("expected one of {}, found {found:?}", .expected.join(", "))]
+    NotOneOf {
+        /// The string as written.
+        found: String,
+        /// The names the key takes.
+        expected: &'static [&'static str],
+    },
 }
 
 /// A description of a value that had the wrong type, for [`Problem::WrongType`].

@@ -416,6 +416,13 @@ key_sources = [ \"path-sha256\", \"lvm-uuid\" ]
 disk_lease_dir = \"/shared/sanlock\"
 lockd_conf = \"\"
 readonly_disk_leases = 0
+persistent_reservations = 1
+pr_type = \"ea\"
+pr_shared_type = \"ea-ar\"
+host_key = \"0xABCDEF0123456789\"
+host_id = 2000
+pr_exclude = [ \"3600a0b80\", \"/dev/sdz\" ]
+pr_check_interval = 0
 ";
         let (result, asked) = load_files(None, &root(), &[(MAIN, text)]);
         let loaded = result.unwrap();
@@ -429,6 +436,13 @@ readonly_disk_leases = 0
         assert_eq!(c.disk_lease_dir, Path::new("/shared/sanlock"));
         assert_eq!(c.lockd_conf, None);
         assert!(!c.readonly_disk_leases);
+        assert!(c.persistent_reservations);
+        assert_eq!(c.pr_type, "ea");
+        assert_eq!(c.pr_shared_type, "ea-ar");
+        assert_eq!(c.host_key, Some(0xabcd_ef01_2345_6789));
+        assert_eq!(c.host_id, Some(2000));
+        assert_eq!(c.pr_exclude, ["3600a0b80", "/dev/sdz"]);
+        assert_eq!(c.pr_check_interval, 0);
         // `lockd_conf = ""` stops root's default qemu-lockd.conf from being read.
         assert_eq!(asked, [PathBuf::from(MAIN)]);
         for (i, key) in Key::all().enumerate() {
@@ -665,6 +679,67 @@ readonly_disk_leases = 0
             fails_msg("lockd_conf = 0"),
             "/etc/disklock/disklock.conf:1:14: lockd_conf: expected a string with an absolute path, or \"\", found 0"
         );
+    }
+
+    #[test]
+    fn reservation_key_errors() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "pr_type = \"we-ar\"",
+                "/etc/disklock/disklock.conf:1:11: pr_type: expected one of we, ea, found \"we-ar\"",
+            ),
+            (
+                "pr_shared_type = \"we\"",
+                "/etc/disklock/disklock.conf:1:18: pr_shared_type: expected one of we-ar, ea-ar, found \"we\"",
+            ),
+            ("pr_type = 1", "pr_type: expected a string, found 1"),
+            (
+                "host_key = \"0x0\"",
+                "host_key: expected \"0x\" and 1 to 16 hex digits",
+            ),
+            (
+                "host_key = \"0x\"",
+                "host_key: expected \"0x\" and 1 to 16 hex digits",
+            ),
+            (
+                "host_key = \"1234\"",
+                "host_key: expected \"0x\" and 1 to 16 hex digits",
+            ),
+            (
+                "host_key = \"0x1ffffffffffffffff\"",
+                "found the string \"0x1ffffffffffffffff\"",
+            ),
+            ("host_key = \"0xg\"", "found the string \"0xg\""),
+            ("host_key = 7", "host_key: expected a string such as"),
+            (
+                "host_id = 2001",
+                "host_id: expected an integer from 1 to 2000, or 0 for none, found 2001",
+            ),
+            ("host_id = -1", "found -1"),
+            ("host_id = \"1\"", "found the string \"1\""),
+            (
+                "pr_exclude = [ \"\" ]",
+                "pr_exclude: expected a non-empty string, found the string \"\"",
+            ),
+            ("pr_exclude = [ 1 ]", "expected a non-empty string, found 1"),
+            (
+                "pr_exclude = \"sda\"",
+                "pr_exclude: expected a list of strings",
+            ),
+            (
+                "pr_check_interval = 86401",
+                "expected whole seconds from 0 to 86400, found 86401",
+            ),
+            ("pr_check_interval = -5", "found -5"),
+        ];
+        for (text, want) in cases {
+            let msg = fails_msg(text);
+            assert!(msg.contains(want), "{text}: {msg}");
+        }
+        let c = ok(None, &root(), &[(MAIN, "host_key = \"\"\nhost_id = 0\n")]).config;
+        assert_eq!((c.host_key, c.host_id), (None, None));
+        let c = ok(None, &root(), &[(MAIN, "host_key = \"0X1\"\n")]).config;
+        assert_eq!(c.host_key, Some(1));
     }
 
     #[test]
