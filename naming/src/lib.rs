@@ -38,5 +38,5 @@ pub mod sysroot;
 pub mod udevdb;
 
 pub use key::{DiskKey, LockspaceKind, Source};
-pub use resolve::{BlockInfo, DevNo, Resolution, ResolveError, Resolver};
+pub use resolve::{BlockInfo, DevNo, PathKind, Resolution, ResolveError, Resolver, StoragePath};
 pub use sysroot::SysRoot;

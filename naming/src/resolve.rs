@@ -209,6 +209,31 @@ pub struct BlockInfo {
     pub dm_name: Option<String>,
 }
 
+/// One path to a disk's storage ([`Resolver::storage_paths`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoragePath {
+    /// Kernel name (`sdb`, `nvme0n1`).
+    pub name: String,
+    /// Device number.
+    pub devno: DevNo,
+    /// The device node, as a real path (inside the root for a fake tree).
+    pub node: PathBuf,
+    /// What speaks on this path.
+    pub kind: PathKind,
+}
+
+/// The command set a [`StoragePath`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// A SCSI disk: SG_IO.
+    Scsi,
+    /// An NVMe namespace: the block layer's PR ioctls.
+    Nvme,
+    /// Anything else (virtio-blk, loop): no persistent reservations.
+    Other,
+}
+
 /// A resolved input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resolution {
@@ -433,6 +458,86 @@ impl Resolver {
             dev = self.open_dev(next)?;
         }
         Ok(None)
+    }
+
+    /// The paths through which the storage behind block device `devno` is reached, for
+    /// commands every path must see (persistent-reservation registrations are per I_T nexus):
+    /// a dm-multipath map's slaves, the disk of a partition (sysfs or kpartx), or the device
+    /// itself. Empty for devices with no storage of their own to reserve: LVM and other
+    /// device-mapper targets, loop devices.
+    pub fn storage_paths(&self, devno: DevNo) -> Result<Vec<StoragePath>, ResolveError> {
+        let mut dev = self.open_dev(devno)?;
+        // Bounded: dm stacks are shallow, and a loop in sysfs must not hang a caller.
+        for _ in 0..8 {
+            if dev.sys_parent.is_some() {
+                let whole = read_text(&dev.whole_dir.join("dev"))?;
+                match whole.as_deref().and_then(DevNo::parse) {
+                    Some(next) => {
+                        dev = self.open_dev(next)?;
+                        continue;
+                    }
+                    None => return Ok(Vec::new()),
+                }
+            }
+            let Some(uuid) = dev.dm_uuid.as_deref() else {
+                return Ok(vec![self.storage_path(&dev)]);
+            };
+            if !uuid.starts_with("mpath-") {
+                return Ok(Vec::new());
+            }
+            let slaves_dir = dev.whole_dir.join("slaves");
+            let slaves = list_dir(&slaves_dir)?;
+            if dev.partition.is_some() {
+                // A kpartx partition of a map: its one slave is the map.
+                let [only] = slaves.as_slice() else {
+                    return Ok(Vec::new());
+                };
+                match read_text(&slaves_dir.join(only).join("dev"))?
+                    .as_deref()
+                    .and_then(DevNo::parse)
+                {
+                    Some(next) => {
+                        dev = self.open_dev(next)?;
+                        continue;
+                    }
+                    None => return Ok(Vec::new()),
+                }
+            }
+            let mut paths = Vec::with_capacity(slaves.len());
+            for slave in &slaves {
+                let Some(n) = read_text(&slaves_dir.join(slave).join("dev"))?
+                    .as_deref()
+                    .and_then(DevNo::parse)
+                else {
+                    continue;
+                };
+                match self.open_dev(n) {
+                    Ok(d) => paths.push(self.storage_path(&d)),
+                    // A path being removed while we look is not an error: it has no nexus.
+                    Err(ResolveError::Vanished(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            paths.sort_by(|a, b| a.name.cmp(&b.name));
+            return Ok(paths);
+        }
+        Ok(Vec::new())
+    }
+
+    fn storage_path(&self, dev: &Dev) -> StoragePath {
+        let kind = if is_scsi_device(&dev.whole_dir.join("device")) {
+            PathKind::Scsi
+        } else if dev.name.starts_with("nvme") {
+            PathKind::Nvme
+        } else {
+            PathKind::Other
+        };
+        StoragePath {
+            name: dev.name.clone(),
+            devno: dev.devno,
+            node: self.root.real(format!("/dev/{}", dev.name)),
+            kind,
+        }
     }
 
     /// The LV UUID of a device, when it is an LVM logical volume (what `lvs -o uuid` prints).

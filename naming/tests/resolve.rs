@@ -13,7 +13,7 @@ use disklock_naming::faketree::{TreeBuilder, captured};
 use disklock_naming::key::sha256_hex;
 use disklock_naming::resolve::VpdFallback;
 use disklock_naming::sysroot::WalkError;
-use disklock_naming::{DevNo, ResolveError, Resolver, Source, SysRoot};
+use disklock_naming::{DevNo, PathKind, ResolveError, Resolver, Source, SysRoot};
 
 const WWID: &str = captured::TGT_LUN1_WWID;
 const LV_DM_UUID: &str = captured::LV_DM_UUID;
@@ -190,6 +190,19 @@ fn multipath_map_over_two_paths() {
     let part = res.resolve_devno(dn(253, 1)).unwrap();
     assert_eq!(part.key.as_str(), format!("{WWID}-part1"));
     assert_eq!(part.block.unwrap().partition, Some(1));
+    // Reservations go to every path: the map's slaves, also for a kpartx partition of it.
+    for map in [dn(253, 0), dn(253, 1)] {
+        let paths = res.storage_paths(map).unwrap();
+        let names: Vec<_> = paths.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["sda", "sdb"], "{map}");
+        assert!(paths.iter().all(|p| p.kind == PathKind::Scsi));
+        assert_eq!(paths[1].node, t.root.real("/dev/sdb"));
+        assert_eq!(paths[1].devno, dn(8, 16));
+    }
+    // A path itself is its own only path.
+    let one = res.storage_paths(dn(8, 16)).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].name, "sdb");
 }
 
 #[test]
@@ -220,6 +233,9 @@ fn lvm_lv_on_scsi_pv() {
     assert_eq!(lv.key.as_str(), LV_UUID);
     assert_eq!(lv.source, Source::LvmUuid);
     assert!(lv.warnings.is_empty());
+    // An LV has no storage of its own to reserve; its PV does.
+    assert_eq!(res.storage_paths(dn(253, 0)).unwrap(), []);
+    assert_eq!(res.storage_paths(dn(8, 0)).unwrap()[0].kind, PathKind::Scsi);
     let cow = res.resolve_devno(dn(253, 1)).unwrap();
     assert_eq!(cow.key.as_str(), LV_UUID);
     assert!(
@@ -266,6 +282,13 @@ fn nvme_namespace_and_partition() {
     );
     let p = res.resolve_devno(dn(259, 1)).unwrap();
     assert_eq!(p.key.as_str(), "eui.0025388b71b1e8e2-part1");
+    // The partition's storage is the namespace.
+    let paths = res.storage_paths(dn(259, 1)).unwrap();
+    assert_eq!(paths.len(), 1);
+    assert_eq!(
+        (paths[0].name.as_str(), paths[0].kind),
+        ("nvme0n1", PathKind::Nvme)
+    );
 }
 
 #[test]
