@@ -33,8 +33,11 @@ pub const READONLY_DISK_LEASES: bool = true;
 /// The default of `persistent_reservations`: off, so that a host that only wants leases never
 /// sends a reservation command to its storage.
 pub const PERSISTENT_RESERVATIONS: bool = false;
-/// The reservation types an exclusive disk may take (`pr_type`), by their short names.
-pub const PR_TYPES: &[&str] = &["we", "ea"];
+/// The reservation types an exclusive disk may take (`pr_type`), by their short names; the
+/// first is the default. The registrants-only types come first because with them every
+/// registered path of the holder may write (a plain Write Exclusive reservation lets only the
+/// one I_T nexus that reserved write, which breaks dm-multipath), as fence_scsi does.
+pub const PR_TYPES: &[&str] = &["we-ro", "ea-ro", "we", "ea"];
 /// The reservation types a shared disk may join (`pr_shared_type`): only the all-registrants
 /// types keep the reservation while any sharer is left.
 pub const PR_SHARED_TYPES: &[&str] = &["we-ar", "ea-ar"];

@@ -686,7 +686,7 @@ pr_check_interval = 0
         let cases: &[(&str, &str)] = &[
             (
                 "pr_type = \"we-ar\"",
-                "/etc/disklock/disklock.conf:1:11: pr_type: expected one of we, ea, found \"we-ar\"",
+                "/etc/disklock/disklock.conf:1:11: pr_type: expected one of we-ro, ea-ro, we, ea, found \"we-ar\"",
             ),
             (
                 "pr_shared_type = \"we\"",
