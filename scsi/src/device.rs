@@ -23,6 +23,10 @@
 //! The rules themselves are the pure function `classify`, tested without a device. `SG_IO`
 //! cannot run on the development host (no SCSI layer); [`Device`] is exercised inside QEMU
 //! guests.
+//!
+//! Persistent reservations (`pr_read_keys`, `pr_register`, …, and the
+//! [`PersistentReservations`](crate::PersistentReservations) implementation) live in the
+//! private `pr` submodule and use the same choke point.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
@@ -36,6 +40,9 @@ use crate::inquiry::{PRODUCT_LEN, StandardInquiry, VENDOR_LEN};
 use crate::sense::{Sense, SenseKey};
 use crate::sys::{self, DataDir, SENSE_LEN, SgIoResult};
 use crate::vpd;
+
+mod pr;
+pub use pr::PR_IN_FIRST_ALLOC_LEN;
 
 /// How many times a command that ends in UNIT ATTENTION is sent again. A unit attention is
 /// reported once per initiator and condition, so a few retries clear a burst (power on, then

@@ -1,4 +1,5 @@
-//! The kernel ABI for `SG_IO`, and the only `unsafe` code in disklock.
+//! The kernel ABI for `SG_IO` and (in [`blkpr`]) the block-layer PR ioctls: the only `unsafe`
+//! code in disklock.
 //!
 //! `struct sg_io_hdr` (`<scsi/sg.h>`, the "version 3" SCSI generic interface) is declared here by
 //! hand: `libc`, `nix` and `linux-raw-sys` do not carry it. Its size and every field offset are
@@ -11,9 +12,11 @@
 //! the header by the time the ioctl returns. That is what lets [`sg_io`] take plain borrowed
 //! slices.
 //!
-//! Everything above this module (CDBs, sense, VPD) is safe code over byte slices.
+//! Everything above this module (CDBs, sense, VPD, PR) is safe code over byte slices.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
+
+pub(crate) mod blkpr;
 
 /// `SG_IO` from `<scsi/sg.h>`. A "bad" ioctl number: it predates the `_IOC` encoding, so it has
 /// no direction or size bits. `Documentation/userspace-api/ioctl/ioctl-number.rst` reserves the
@@ -135,10 +138,6 @@ pub(crate) enum DataDir<'a> {
     /// Data-in: the device writes into this buffer (INQUIRY, PERSISTENT RESERVE IN).
     FromDev(&'a mut [u8]),
     /// Data-out: the device reads this buffer (PERSISTENT RESERVE OUT parameter list).
-    #[allow(
-        dead_code,
-        reason = "the persistent reservation layer sends parameter lists"
-    )]
     ToDev(&'a [u8]),
 }
 
