@@ -105,6 +105,18 @@ pub enum Command {
     )]
     Run(RunArgs),
 
+    /// SCSI-3 persistent reservations by hand, on every path of a disk.
+    ///
+    /// What sg_persist and mpathpersist do, with this host's key (`disklock pr key`) filled
+    /// in, reservation types by name or SCSI code, every path of a multipath map used
+    /// together, and --json. Types: we (1, Write Exclusive), ea (3, Exclusive Access),
+    /// we-ro (5, Write Exclusive - Registrants Only), ea-ro (6), we-ar (7, Write Exclusive -
+    /// All Registrants), ea-ar (8). Needs root (SG_IO).
+    #[command(
+        after_help = "Examples:\n  disklock pr key\n  disklock pr status /dev/mapper/mpatha\n  disklock pr keys --json /dev/sdb\n  disklock pr register /dev/sdb && disklock pr reserve --type we-ro /dev/sdb\n  disklock pr preempt --victim 0x444c4b4800000002 --abort /dev/sdb\n  disklock pr check --repair /dev/sdb\n\nExit status: 0 done, 1 failed (check: drift left), 2 bad usage, 3 reservation conflict."
+    )]
+    Pr(PrArgs),
+
     /// Internal: started by `run` without a daemon; releases the leases a process held once
     /// it has exited (see `run.rs`).
     #[command(name = "__release-after-exit", hide = true)]
@@ -260,6 +272,11 @@ pub struct Lookup {
     /// Print the name another lock manager would use for each disk path as written.
     #[arg(long, value_enum, value_name = "MANAGER")]
     pub compat: Option<Compat>,
+
+    /// Also show this host's reservation key and each disk's current reservation holder
+    /// (READ RESERVATION through SG_IO; needs root).
+    #[arg(long, conflicts_with = "compat")]
+    pub pr: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -268,4 +285,123 @@ pub enum Compat {
     Virtlockd,
     /// libvirt's sanlock plugin: MD5 of the literal path in disk_lease_dir.
     Sanlock,
+}
+
+#[derive(Debug, Args)]
+pub struct PrArgs {
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: PrCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrCommand {
+    /// This host's reservation key and where it comes from (host_key, host_id or machine id).
+    Key,
+    /// The registered keys (with initiators where the target has READ FULL STATUS).
+    Keys {
+        /// The disk.
+        #[arg(value_name = "DISK")]
+        disk: OsString,
+    },
+    /// The reservation: holder key and type.
+    Reservation {
+        /// The disk.
+        #[arg(value_name = "DISK")]
+        disk: OsString,
+    },
+    /// Paths, this host's key and registrations, the reservation.
+    Status {
+        /// The disk.
+        #[arg(value_name = "DISK")]
+        disk: OsString,
+    },
+    /// What the target supports (REPORT CAPABILITIES).
+    Capabilities {
+        /// The disk.
+        #[arg(value_name = "DISK")]
+        disk: OsString,
+    },
+    /// Register a key (default: this host's) on every path.
+    Register {
+        /// The disk.
+        #[arg(value_name = "DISK")]
+        disk: OsString,
+        /// The key (0x hex or decimal).
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Remove this host's registration from every path.
+    Unregister {
+        /// The disk.
+        #[arg(value_name = "DISK")]
+        disk: OsString,
+    },
+    /// Reserve the disk (default type: pr_type from the configuration).
+    Reserve {
+        /// The disk.
+        #[arg(value_name = "DISK")]
+        disk: OsString,
+        /// we, ea, we-ro, ea-ro, we-ar, ea-ar, or the SCSI code.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+        /// The key (default: this host's).
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Release the reservation (default type: the one in force).
+    Release {
+        /// The disk.
+        #[arg(value_name = "DISK")]
+        disk: OsString,
+        /// The type to release.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+        /// The key (default: this host's).
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Take the disk from another key: register, PREEMPT (AND ABORT), verify.
+    Preempt {
+        /// The disk.
+        #[arg(value_name = "DISK")]
+        disk: OsString,
+        /// The key to remove (never this host's own).
+        #[arg(long, value_name = "KEY")]
+        victim: String,
+        /// PREEMPT AND ABORT: also abort the victim's queued commands (falls back to PREEMPT
+        /// on targets without it, such as tgt).
+        #[arg(long)]
+        abort: bool,
+        /// The reservation type to take (default: pr_type).
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+    },
+    /// Remove every registration and the reservation (CLEAR).
+    Clear {
+        /// The disk.
+        #[arg(value_name = "DISK")]
+        disk: OsString,
+    },
+    /// Compare the disk with what this host expects; --repair fixes what it can.
+    ///
+    /// Without --held or --free, the key is expected on every path where it is registered
+    /// at all, and the reservation is not judged.
+    Check {
+        /// The disk.
+        #[arg(value_name = "DISK")]
+        disk: OsString,
+        /// Fix what can be fixed: register missing paths, reserve again, drop stale keys.
+        #[arg(long)]
+        repair: bool,
+        /// This host should hold the disk with a reservation of this type.
+        #[arg(long, value_name = "TYPE", conflicts_with = "free")]
+        held: Option<String>,
+        /// This host should not be registered at all.
+        #[arg(long)]
+        free: bool,
+    },
 }

@@ -33,6 +33,12 @@ struct Row {
     dm_name: Option<String>,
     detail: Option<String>,
     compat: Option<&'static str>,
+    /// `--pr`: this host's reservation key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pr_key: Option<String>,
+    /// `--pr`: the reservation holder (`none`, `we-ro 0x… [host]`), or why it is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pr_holder: Option<String>,
     warnings: Vec<String>,
 }
 
@@ -56,20 +62,38 @@ pub fn run(s: &Settings, args: &Lookup) -> anyhow::Result<Code> {
     } else {
         &s.resolver
     };
-    let rows: Vec<Row> = inputs
+    let host_key = if args.pr {
+        Some(crate::pr_cmd::host_key(s)?)
+    } else {
+        None
+    };
+    let mut rows: Vec<Row> = inputs
         .iter()
         .map(|(input, devno)| match args.compat {
             None => native(s, resolver, input, *devno),
             Some(c) => compat_row(s, resolver, input, c),
         })
         .collect();
+    if let Some(hk) = &host_key {
+        for (row, (input, _)) in rows.iter_mut().zip(&inputs) {
+            if row.error.is_some() {
+                continue;
+            }
+            row.pr_key = Some(disklock_conf::format_host_key(hk.key));
+            // A disk without SCSI/NVMe storage, or an unreadable one, says why in the column.
+            row.pr_holder = Some(
+                crate::pr_cmd::holder_summary(s, input, hk)
+                    .unwrap_or_else(|e| format!("unknown: {e}")),
+            );
+        }
+    }
     let failed = rows.iter().any(|r| r.error.is_some());
     let mut out = String::new();
     if args.json {
         out = serde_json::to_string_pretty(&rows)?;
         out.push('\n');
     } else {
-        table(&rows, &mut out);
+        table(&rows, &mut out, args.pr);
     }
     write_stdout(&out)?;
     for r in &rows {
@@ -185,18 +209,22 @@ pub fn write_stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
-fn table(rows: &[Row], out: &mut String) {
+fn table(rows: &[Row], out: &mut String, pr: bool) {
     let mut t = Table::new();
+    let mut header = vec!["DISK", "DEVICE", "DEVNO", "SOURCE", "KEY", "LOCKSPACE"];
+    if pr {
+        header.extend(["PR KEY", "PR HOLDER"]);
+    }
     t.load_style(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(["DISK", "DEVICE", "DEVNO", "SOURCE", "KEY", "LOCKSPACE"]);
+        .set_header(header);
     // No left padding, two spaces between columns, like `lsblk` and `lvs`.
     for c in t.column_iter_mut() {
         c.set_padding((0, 2));
     }
     for r in rows.iter().filter(|r| r.error.is_none()) {
         let dash = || "-".to_owned();
-        t.add_row([
+        let mut cells = vec![
             r.input.clone(),
             r.device.clone().unwrap_or_else(dash),
             r.devno.clone().unwrap_or_else(dash),
@@ -205,7 +233,12 @@ fn table(rows: &[Row], out: &mut String) {
             r.lockspace
                 .as_ref()
                 .map_or_else(|| "(direct)".to_owned(), |p| p.display().to_string()),
-        ]);
+        ];
+        if pr {
+            cells.push(r.pr_key.clone().unwrap_or_else(dash));
+            cells.push(r.pr_holder.clone().unwrap_or_else(dash));
+        }
+        t.add_row(cells);
     }
     if rows.iter().any(|r| r.error.is_none()) {
         for line in t.lines() {

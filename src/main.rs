@@ -17,6 +17,8 @@ mod exit;
 mod inspect;
 mod lockspace;
 mod lookup;
+mod pr;
+mod pr_cmd;
 mod run;
 mod settings;
 mod status;
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
             cli::Command::Status(s) => status::run(&settings, s).map(ExitCode::from),
             cli::Command::Inspect(i) => inspect::run(&settings, i).map(ExitCode::from),
             cli::Command::Run(r) => run::run(&settings, r),
+            cli::Command::Pr(p) => pr_cmd::run(&settings, p).map(ExitCode::from),
             cli::Command::ReleaseAfterExit(r) => Ok(run::release_after_exit(r)),
         },
         Err(e) => Err(e),

@@ -1,0 +1,96 @@
+//! Persistent reservations: this host's key ([`hostkey`]), the enforcement logic over every
+//! path of a disk ([`engine`]), and opening those paths ([`open_paths`]).
+
+pub mod engine;
+pub mod hostkey;
+
+use disklock_naming::{PathKind, StoragePath};
+use disklock_scsi::pr::{PersistentReservations, PrType, ReservationKey};
+use disklock_scsi::{Device, ScsiError, blkpr::BlockPr};
+
+/// Serializes a reservation key as people read it: `"0x444c4b4800000007"`.
+pub fn serialize_key<S: serde::Serializer>(k: &ReservationKey, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(k)
+}
+
+/// Serializes a reservation type by its short name (`"we-ro"`).
+pub fn serialize_type<S: serde::Serializer>(t: &PrType, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.short())
+}
+
+/// An open path of either kind: SG_IO for SCSI, the block layer's ioctls for NVMe.
+pub enum Handle {
+    /// A SCSI disk.
+    Scsi(Device),
+    /// An NVMe namespace (or anything else the block layer reserves).
+    Block(BlockPr),
+}
+
+impl PersistentReservations for Handle {
+    fn read_keys(&self) -> Result<disklock_scsi::pr::Keys, ScsiError> {
+        match self {
+            Handle::Scsi(d) => d.read_keys(),
+            Handle::Block(b) => b.read_keys(),
+        }
+    }
+    fn read_reservation(&self) -> Result<disklock_scsi::pr::Reservation, ScsiError> {
+        match self {
+            Handle::Scsi(d) => d.read_reservation(),
+            Handle::Block(b) => b.read_reservation(),
+        }
+    }
+    fn register(
+        &self,
+        old: ReservationKey,
+        new: ReservationKey,
+        flags: disklock_scsi::pr::RegisterFlags,
+    ) -> Result<(), ScsiError> {
+        match self {
+            Handle::Scsi(d) => d.register(old, new, flags),
+            Handle::Block(b) => b.register(old, new, flags),
+        }
+    }
+    fn reserve(&self, key: ReservationKey, kind: PrType) -> Result<(), ScsiError> {
+        match self {
+            Handle::Scsi(d) => d.reserve(key, kind),
+            Handle::Block(b) => b.reserve(key, kind),
+        }
+    }
+    fn release(&self, key: ReservationKey, kind: PrType) -> Result<(), ScsiError> {
+        match self {
+            Handle::Scsi(d) => d.release(key, kind),
+            Handle::Block(b) => b.release(key, kind),
+        }
+    }
+    fn clear(&self, key: ReservationKey) -> Result<(), ScsiError> {
+        match self {
+            Handle::Scsi(d) => d.clear(key),
+            Handle::Block(b) => b.clear(key),
+        }
+    }
+    fn preempt(
+        &self,
+        key: ReservationKey,
+        victim: ReservationKey,
+        kind: PrType,
+        abort: bool,
+    ) -> Result<(), ScsiError> {
+        match self {
+            Handle::Scsi(d) => d.preempt(key, victim, kind, abort),
+            Handle::Block(b) => b.preempt(key, victim, kind, abort),
+        }
+    }
+}
+
+/// Opens every storage path; `None` when a path cannot carry reservations at all.
+pub fn open_path(p: &StoragePath) -> Result<Option<engine::Path<Handle>>, ScsiError> {
+    let dev = match p.kind {
+        PathKind::Scsi => Handle::Scsi(Device::open(&p.node)?),
+        PathKind::Nvme => Handle::Block(BlockPr::open(&p.node)?),
+        PathKind::Other => return Ok(None),
+    };
+    Ok(Some(engine::Path {
+        name: p.name.clone(),
+        dev,
+    }))
+}

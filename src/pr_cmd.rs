@@ -1,0 +1,713 @@
+//! `disklock pr`: persistent reservations by hand, on every path of a disk.
+//!
+//! What `sg_persist` and `mpathpersist` do, with this host's key filled in, type names people
+//! read, a multipath map's paths found and used together, and `--json` everywhere. The
+//! commands go straight to the storage (no daemon); a disk the daemon holds is better left to
+//! it (`check --repair` is the safe way to fix drift).
+
+use std::ffi::{OsStr, OsString};
+
+use anyhow::bail;
+use disklock_naming::{PathKind, Resolution};
+use disklock_scsi::pr::{FullStatus, PersistentReservations, PrType, ReservationKey};
+use serde::Serialize;
+
+use crate::acquire::{render, table};
+use crate::cli::{PrArgs, PrCommand};
+use crate::exit::{Code, chain_std};
+use crate::lookup::write_stdout;
+use crate::pr::engine::{self, Drift, PrError};
+use crate::pr::hostkey::{self, HostKey};
+use crate::pr::{Handle, open_path};
+use crate::settings::Settings;
+
+/// This host's key, or a one-line error saying how to configure one.
+pub fn host_key(s: &Settings) -> anyhow::Result<HostKey> {
+    let mid = hostkey::read_machine_id();
+    Ok(hostkey::derive(
+        &s.config,
+        mid.as_ref().map(|(f, t)| (*f, t.as_str())),
+    )?)
+}
+
+/// A disk and its open paths.
+pub struct Target {
+    pub input: String,
+    pub res: Resolution,
+    pub paths: Vec<engine::Path<Handle>>,
+}
+
+/// Resolves `disk` and opens every path to its storage.
+pub fn open_target(s: &Settings, disk: &OsStr) -> anyhow::Result<Target> {
+    let input = disk.to_string_lossy().into_owned();
+    let res = s
+        .resolver
+        .resolve_path(disk, &s.cwd)
+        .map_err(|e| anyhow::anyhow!("{input}: {}", chain_std(&e)))?;
+    let Some(block) = &res.block else {
+        bail!("{input}: a disk image file has no persistent reservations");
+    };
+    let storage = s
+        .resolver
+        .storage_paths(block.devno)
+        .map_err(|e| anyhow::anyhow!("{input}: {}", chain_std(&e)))?;
+    if storage.is_empty() {
+        bail!(
+            "{input}: {} has no storage of its own to reserve (an LVM or other device-mapper \
+             volume): reserve the disk below it",
+            block.name
+        );
+    }
+    let mut paths = Vec::with_capacity(storage.len());
+    for p in &storage {
+        if p.kind == PathKind::Other {
+            bail!(
+                "{input}: {} is neither a SCSI disk nor an NVMe namespace: no persistent \
+                 reservations",
+                p.name
+            );
+        }
+        match open_path(p) {
+            Ok(Some(h)) => paths.push(h),
+            Ok(None) => {}
+            Err(e) => bail!("{input}: {}", chain_std(&e)),
+        }
+    }
+    Ok(Target { input, res, paths })
+}
+
+#[derive(Serialize)]
+struct KeyRow {
+    #[serde(serialize_with = "crate::pr::serialize_key")]
+    key: ReservationKey,
+    host: Option<String>,
+    this_host: bool,
+    holder: Option<bool>,
+    initiator: Option<String>,
+    relative_target_port: Option<u16>,
+}
+
+#[derive(Serialize)]
+struct ReservationOut {
+    generation: u32,
+    #[serde(serialize_with = "ser_opt_key")]
+    holder: Option<ReservationKey>,
+    #[serde(rename = "type")]
+    kind: Option<&'static str>,
+    type_code: Option<u8>,
+    type_name: Option<&'static str>,
+    host: Option<String>,
+}
+
+fn ser_opt_key<S: serde::Serializer>(k: &Option<ReservationKey>, s: S) -> Result<S::Ok, S::Error> {
+    match k {
+        Some(k) => s.collect_str(k),
+        None => s.serialize_none(),
+    }
+}
+
+/// Who a key belongs to, as far as this host can tell.
+fn host_of(key: ReservationKey, ours: &HostKey) -> Option<String> {
+    if key.0 == ours.key {
+        return Some(format!("{} (this host)", hostname()));
+    }
+    hostkey::describe(key.0)
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+fn lead(t: &Target) -> &engine::Path<Handle> {
+    // open_target refuses a disk without paths.
+    &t.paths[0]
+}
+
+fn fail(t: &Target, e: PrError) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", t.input, chain_std(&e))
+}
+
+fn scsi_fail(t: &Target, e: disklock_scsi::ScsiError) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}: {}", t.input, lead(t).name, chain_std(&e))
+}
+
+fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        let mut o = serde_json::to_string_pretty(value)?;
+        o.push('\n');
+        write_stdout(&o)
+    } else {
+        write_stdout(&text())
+    }
+}
+
+fn parse_type(text: &str) -> anyhow::Result<PrType> {
+    text.parse::<PrType>().map_err(|e| {
+        anyhow::anyhow!(
+            "--type {text:?}: {e}; one of {}",
+            PrType::ALL
+                .iter()
+                .map(|t| format!("{} ({})", t.short(), t.scsi_code()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+/// The configured exclusive type.
+pub fn exclusive_type(s: &Settings) -> PrType {
+    // conf only admits names PrType parses; fall back to the default on a mismatch.
+    s.config
+        .pr_type
+        .parse()
+        .unwrap_or(PrType::WriteExclusiveRegistrantsOnly)
+}
+
+/// The configured shared type.
+pub fn shared_type(s: &Settings) -> PrType {
+    s.config
+        .pr_shared_type
+        .parse()
+        .unwrap_or(PrType::WriteExclusiveAllRegistrants)
+}
+
+fn key_arg(text: Option<&str>, ours: &HostKey) -> anyhow::Result<ReservationKey> {
+    match text {
+        None => Ok(ReservationKey(ours.key)),
+        Some(t) => {
+            let k: ReservationKey = t.parse().map_err(|e| anyhow::anyhow!("--key {t:?}: {e}"))?;
+            if k.is_zero() {
+                bail!("--key {t:?}: 0 is not a reservation key");
+            }
+            Ok(k)
+        }
+    }
+}
+
+pub fn run(s: &Settings, args: &PrArgs) -> anyhow::Result<Code> {
+    let ours = host_key(s)?;
+    let json = args.json;
+    match &args.command {
+        PrCommand::Key => {
+            print(json, &ours, || {
+                let mut t = String::new();
+                t.push_str(&format!(
+                    "{}  {}\n",
+                    disklock_conf::format_host_key(ours.key),
+                    ours.from
+                ));
+                t
+            })?;
+            Ok(Code::Ok)
+        }
+        PrCommand::Keys { disk } => keys(s, disk, &ours, json),
+        PrCommand::Reservation { disk } => {
+            let t = open_target(s, disk)?;
+            let r = lead(&t)
+                .dev
+                .read_reservation()
+                .map_err(|e| scsi_fail(&t, e))?;
+            let out = reservation_out(&r, &ours);
+            print(json, &out, || reservation_text(&out))?;
+            Ok(Code::Ok)
+        }
+        PrCommand::Capabilities { disk } => {
+            let t = open_target(s, disk)?;
+            let Handle::Scsi(dev) = &lead(&t).dev else {
+                bail!(
+                    "{}: REPORT CAPABILITIES is a SCSI command; {} is not SCSI",
+                    t.input,
+                    lead(&t).name
+                );
+            };
+            let c = dev.pr_report_capabilities().map_err(|e| scsi_fail(&t, e))?;
+            let out = CapsOut::from(&c);
+            print(json, &out, || out.text())?;
+            Ok(Code::Ok)
+        }
+        PrCommand::Status { disk } => status(s, disk, &ours, json),
+        PrCommand::Register { disk, key } => {
+            let t = open_target(s, disk)?;
+            let k = key_arg(key.as_deref(), &ours)?;
+            engine::register_all(&t.paths, k).map_err(|e| fail(&t, e))?;
+            done(json, &t, format!("registered {k} on {}", path_names(&t)))
+        }
+        PrCommand::Unregister { disk } => {
+            let t = open_target(s, disk)?;
+            engine::unregister_all(&t.paths).map_err(|e| fail(&t, e))?;
+            done(json, &t, format!("unregistered on {}", path_names(&t)))
+        }
+        PrCommand::Reserve { disk, kind, key } => {
+            let t = open_target(s, disk)?;
+            let k = key_arg(key.as_deref(), &ours)?;
+            let kind = kind
+                .as_deref()
+                .map_or_else(|| Ok(exclusive_type(s)), parse_type)?;
+            match lead(&t).dev.reserve(k, kind) {
+                Ok(()) => done(
+                    json,
+                    &t,
+                    format!("reserved {} ({}) with {k}", kind.short(), kind.name()),
+                ),
+                Err(disklock_scsi::ScsiError::ReservationConflict { .. }) => {
+                    let r = lead(&t)
+                        .dev
+                        .read_reservation()
+                        .map_err(|e| scsi_fail(&t, e))?;
+                    let holder = r.holder.map_or_else(
+                        || "the key is not registered: run disklock pr register first".to_owned(),
+                        |h| {
+                            format!(
+                                "reserved by {} ({})",
+                                engine::key_label(h.key),
+                                h.kind.name()
+                            )
+                        },
+                    );
+                    eprintln!("disklock: {}: reservation conflict: {holder}", t.input);
+                    Ok(Code::Busy)
+                }
+                Err(e) => Err(scsi_fail(&t, e)),
+            }
+        }
+        PrCommand::Release { disk, kind, key } => {
+            let t = open_target(s, disk)?;
+            let k = key_arg(key.as_deref(), &ours)?;
+            let kind = match kind.as_deref() {
+                Some(x) => parse_type(x)?,
+                None => {
+                    let r = lead(&t)
+                        .dev
+                        .read_reservation()
+                        .map_err(|e| scsi_fail(&t, e))?;
+                    match r.holder {
+                        Some(h) => h.kind,
+                        None => return done(json, &t, "nothing is reserved".to_owned()),
+                    }
+                }
+            };
+            lead(&t)
+                .dev
+                .release(k, kind)
+                .map_err(|e| scsi_fail(&t, e))?;
+            done(json, &t, format!("released {} with {k}", kind.short()))
+        }
+        PrCommand::Preempt {
+            disk,
+            victim,
+            abort,
+            kind,
+        } => {
+            let t = open_target(s, disk)?;
+            let v: ReservationKey = victim
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--victim {victim:?}: {e}"))?;
+            let kind = kind
+                .as_deref()
+                .map_or_else(|| Ok(exclusive_type(s)), parse_type)?;
+            let p = engine::preempt(&t.paths, ReservationKey(ours.key), v, kind, *abort)
+                .map_err(|e| fail(&t, e))?;
+            print(json, &p, || {
+                format!(
+                    "{}: preempted {} with {}{}; reserved {} ({})\n",
+                    t.input,
+                    engine::key_label(p.victim),
+                    if p.aborted {
+                        "PREEMPT AND ABORT"
+                    } else {
+                        "PREEMPT"
+                    },
+                    if p.fell_back {
+                        " (the target has no PREEMPT AND ABORT)"
+                    } else {
+                        ""
+                    },
+                    p.kind.short(),
+                    p.kind.name()
+                )
+            })?;
+            Ok(Code::Ok)
+        }
+        PrCommand::Clear { disk } => {
+            let t = open_target(s, disk)?;
+            let k = ReservationKey(ours.key);
+            // CLEAR must come from a registered nexus.
+            engine::register_all(&t.paths[..1], k).map_err(|e| fail(&t, e))?;
+            lead(&t).dev.clear(k).map_err(|e| scsi_fail(&t, e))?;
+            done(
+                json,
+                &t,
+                "cleared every registration and the reservation".to_owned(),
+            )
+        }
+        PrCommand::Check {
+            disk,
+            repair,
+            held,
+            free,
+        } => {
+            let t = open_target(s, disk)?;
+            let expect = match (held, free) {
+                (Some(k), _) => Expect::Held(parse_type(k)?),
+                (None, true) => Expect::Free,
+                (None, false) => Expect::AsRegistered,
+            };
+            check(s, &t, &ours, expect, *repair, json)
+        }
+    }
+}
+
+fn path_names(t: &Target) -> String {
+    t.paths
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Serialize)]
+struct Done<'a> {
+    disk: &'a str,
+    key: &'a str,
+    paths: Vec<&'a str>,
+    result: String,
+}
+
+fn done(json: bool, t: &Target, what: String) -> anyhow::Result<Code> {
+    let d = Done {
+        disk: &t.input,
+        key: t.res.key.as_str(),
+        paths: t.paths.iter().map(|p| p.name.as_str()).collect(),
+        result: what,
+    };
+    print(json, &d, || format!("{}: {}\n", d.disk, d.result))?;
+    Ok(Code::Ok)
+}
+
+fn reservation_out(r: &disklock_scsi::pr::Reservation, ours: &HostKey) -> ReservationOut {
+    let h = r.holder.as_ref();
+    ReservationOut {
+        generation: r.generation,
+        holder: h.map(|h| h.key),
+        kind: h.map(|h| h.kind.short()),
+        type_code: h.map(|h| h.kind.scsi_code()),
+        type_name: h.map(|h| h.kind.name()),
+        host: h
+            .filter(|h| !h.kind.all_registrants())
+            .and_then(|h| host_of(h.key, ours)),
+    }
+}
+
+fn reservation_text(r: &ReservationOut) -> String {
+    match (r.holder, r.kind) {
+        (Some(k), Some(kind)) => format!(
+            "{} ({}, type {}) held by {}{}  generation {}\n",
+            kind,
+            r.type_name.unwrap_or("?"),
+            r.type_code.unwrap_or(0),
+            if k.is_zero() {
+                "all registrants".to_owned()
+            } else {
+                k.to_string()
+            },
+            r.host
+                .as_ref()
+                .map(|h| format!(" [{h}]"))
+                .unwrap_or_default(),
+            r.generation
+        ),
+        _ => format!("no reservation  generation {}\n", r.generation),
+    }
+}
+
+fn keys(s: &Settings, disk: &OsStr, ours: &HostKey, json: bool) -> anyhow::Result<Code> {
+    let t = open_target(s, disk)?;
+    let rows = key_rows(&t, ours)?;
+    print(json, &rows, || {
+        if rows.is_empty() {
+            return "no registrations\n".to_owned();
+        }
+        let mut tb = table(["KEY", "HOST", "HOLDER", "INITIATOR"]);
+        for r in &rows {
+            tb.add_row([
+                r.key.to_string(),
+                r.host.clone().unwrap_or_else(|| "-".into()),
+                r.holder
+                    .map_or("-", |h| if h { "yes" } else { "no" })
+                    .to_owned(),
+                r.initiator.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        render(&tb)
+    })?;
+    Ok(Code::Ok)
+}
+
+/// One row a registration: READ FULL STATUS where the target has it (initiators, holder),
+/// else READ KEYS.
+fn key_rows(t: &Target, ours: &HostKey) -> anyhow::Result<Vec<KeyRow>> {
+    if let Handle::Scsi(dev) = &lead(t).dev {
+        match dev.pr_read_full_status() {
+            Ok(fs) => return Ok(full_rows(&fs, ours)),
+            Err(e) if e.is_unsupported() => {}
+            Err(e) => return Err(scsi_fail(t, e)),
+        }
+    }
+    let keys = lead(t).dev.read_keys().map_err(|e| scsi_fail(t, e))?;
+    Ok(keys
+        .keys
+        .into_iter()
+        .map(|k| KeyRow {
+            key: k,
+            host: host_of(k, ours),
+            this_host: k.0 == ours.key,
+            holder: None,
+            initiator: None,
+            relative_target_port: None,
+        })
+        .collect())
+}
+
+fn full_rows(fs: &FullStatus, ours: &HostKey) -> Vec<KeyRow> {
+    fs.entries
+        .iter()
+        .map(|e| KeyRow {
+            key: e.key,
+            host: host_of(e.key, ours),
+            this_host: e.key.0 == ours.key,
+            holder: Some(e.holder),
+            initiator: Some(e.transport_id.to_string()),
+            relative_target_port: (!e.all_tg_pt).then_some(e.relative_target_port),
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct CapsOut {
+    crh: bool,
+    sip_c: bool,
+    atp_c: bool,
+    ptpl_c: bool,
+    ptpl_a: bool,
+    allow_commands: u8,
+    types: Vec<&'static str>,
+    type_mask: String,
+}
+
+impl CapsOut {
+    fn from(c: &disklock_scsi::pr::Capabilities) -> CapsOut {
+        CapsOut {
+            crh: c.crh,
+            sip_c: c.sip_c,
+            atp_c: c.atp_c,
+            ptpl_c: c.ptpl_c,
+            ptpl_a: c.ptpl_a,
+            allow_commands: c.allow_commands,
+            types: c.types.iter().map(|t| t.short()).collect(),
+            type_mask: format!("0x{:04x}", c.raw_type_mask),
+        }
+    }
+
+    fn text(&self) -> String {
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "types: {}\n  (mask {})\ncompatible reservation handling (CRH): {}\nspecify initiator ports (SIP_C): {}\nall target ports (ATP_C): {}\npersist through power loss: capable {}, active {}\nallow commands: {}\n",
+            if self.types.is_empty() {
+                "-".to_owned()
+            } else {
+                self.types.join(", ")
+            },
+            self.type_mask,
+            yn(self.crh),
+            yn(self.sip_c),
+            yn(self.atp_c),
+            yn(self.ptpl_c),
+            yn(self.ptpl_a),
+            self.allow_commands
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    disk: &'a str,
+    key: &'a str,
+    paths: Vec<PathOut>,
+    host_key: &'a HostKey,
+    registrations: Vec<KeyRow>,
+    reservation: ReservationOut,
+    registered_here: usize,
+}
+
+#[derive(Serialize)]
+struct PathOut {
+    name: String,
+    kind: &'static str,
+}
+
+fn status(s: &Settings, disk: &OsStr, ours: &HostKey, json: bool) -> anyhow::Result<Code> {
+    let t = open_target(s, disk)?;
+    let registrations = key_rows(&t, ours)?;
+    let r = lead(&t)
+        .dev
+        .read_reservation()
+        .map_err(|e| scsi_fail(&t, e))?;
+    let out = StatusOut {
+        disk: &t.input,
+        key: t.res.key.as_str(),
+        paths: t
+            .paths
+            .iter()
+            .map(|p| PathOut {
+                name: p.name.clone(),
+                kind: match p.dev {
+                    Handle::Scsi(_) => "scsi",
+                    Handle::Block(_) => "block",
+                },
+            })
+            .collect(),
+        host_key: ours,
+        registered_here: registrations.iter().filter(|r| r.this_host).count(),
+        registrations,
+        reservation: reservation_out(&r, ours),
+    };
+    print(json, &out, || {
+        let mut o = format!(
+            "disk: {} (key {})\npaths: {}\nthis host: {} from {}, registered {} time(s) for {} path(s)\nreservation: {}",
+            out.disk,
+            out.key,
+            path_names(&t),
+            disklock_conf::format_host_key(ours.key),
+            ours.from,
+            out.registered_here,
+            out.paths.len(),
+            reservation_text(&out.reservation)
+        );
+        o.push_str("registrations:\n");
+        if out.registrations.is_empty() {
+            o.push_str("  none\n");
+        }
+        for r in &out.registrations {
+            o.push_str(&format!(
+                "  {}  {}{}\n",
+                r.key,
+                r.host.as_deref().unwrap_or("-"),
+                r.initiator
+                    .as_ref()
+                    .map(|i| format!("  {i}"))
+                    .unwrap_or_default()
+            ));
+        }
+        o
+    })?;
+    Ok(Code::Ok)
+}
+
+enum Expect {
+    Held(PrType),
+    Free,
+    /// No daemon to ask and nothing said: whatever our key has registered should be on every
+    /// path; the reservation is not judged.
+    AsRegistered,
+}
+
+#[derive(Serialize)]
+struct CheckOut<'a> {
+    disk: &'a str,
+    drift: Vec<DriftOut>,
+    repaired: bool,
+}
+
+#[derive(Serialize)]
+struct DriftOut {
+    #[serde(flatten)]
+    drift: Drift,
+    message: String,
+    fix: &'static str,
+    fixed: bool,
+}
+
+fn check(
+    s: &Settings,
+    t: &Target,
+    ours: &HostKey,
+    expect: Expect,
+    repair: bool,
+    json: bool,
+) -> anyhow::Result<Code> {
+    let key = ReservationKey(ours.key);
+    let held = match expect {
+        Expect::Held(k) => Some(k),
+        Expect::Free => None,
+        Expect::AsRegistered => {
+            let keys = lead(t).dev.read_keys().map_err(|e| scsi_fail(t, e))?;
+            keys.keys.contains(&key).then(|| exclusive_type(s))
+        }
+    };
+    let mut drift = engine::check(&t.paths, key, held).map_err(|e| fail(t, e))?;
+    if matches!(expect, Expect::AsRegistered) {
+        drift.retain(|d| {
+            !matches!(
+                d,
+                Drift::ReservationMissing | Drift::ReservationTaken { .. }
+            )
+        });
+    }
+    let fixed = if repair {
+        engine::repair(&t.paths, key, held, &drift).map_err(|e| fail(t, e))?
+    } else {
+        Vec::new()
+    };
+    let out = CheckOut {
+        disk: &t.input,
+        repaired: repair,
+        drift: drift
+            .iter()
+            .map(|d| DriftOut {
+                message: d.to_string(),
+                fix: d.fix(),
+                fixed: fixed.contains(d),
+                drift: d.clone(),
+            })
+            .collect(),
+    };
+    print(json, &out, || {
+        if out.drift.is_empty() {
+            return format!("{}: no drift\n", out.disk);
+        }
+        let mut o = String::new();
+        for d in &out.drift {
+            let state = if d.fixed {
+                "fixed"
+            } else if repair {
+                "left"
+            } else {
+                "fix"
+            };
+            o.push_str(&format!(
+                "{}: {}; {state}: {}\n",
+                out.disk, d.message, d.fix
+            ));
+        }
+        o
+    })?;
+    let unfixed = out.drift.iter().any(|d| !d.fixed);
+    Ok(if unfixed { Code::Partial } else { Code::Ok })
+}
+
+/// For `lookup --pr`: the reservation holder of a disk, one line, or why there is none.
+pub fn holder_summary(s: &Settings, disk: &OsString, ours: &HostKey) -> Result<String, String> {
+    let t = open_target(s, disk).map_err(|e| crate::exit::chain(&e))?;
+    let r = lead(&t).dev.read_reservation().map_err(|e| chain_std(&e))?;
+    Ok(match r.holder {
+        None => "none".to_owned(),
+        Some(h) if h.kind.all_registrants() => format!("{} (all registrants)", h.kind.short()),
+        Some(h) => match host_of(h.key, ours) {
+            Some(host) => format!("{} {} [{host}]", h.kind.short(), h.key),
+            None => format!("{} {}", h.kind.short(), h.key),
+        },
+    })
+}
