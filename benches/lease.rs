@@ -5,7 +5,12 @@
 //!
 //! `cargo bench --bench lease`. Environment: `LEASE_BENCH_N` (iterations, default 5000),
 //! `LEASE_BENCH_HELD` (leases held for the memory figure, default 100000, capped by the
-//! open-file limit: each lease is an open fd).
+//! open-file limit: each lease is an open fd; the bench raises its hard limit when it may,
+//! i.e. with CAP_SYS_RESOURCE, and the daemon inherits it).
+//!
+//! The daemon runs as it does by default: it logs every acquire and release (info level),
+//! here to a file in the bench's directory. `LEASE_BENCH_LOG=warn` (the daemon's
+//! `DISKLOCK_LOG`) measures it without those events.
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -86,31 +91,58 @@ fn lock_cycle(path: &Path) {
     std::fs::remove_file(path).unwrap();
 }
 
+/// One connection to the daemon, kept for the whole run (as `disklock run` and libvirt keep
+/// theirs).
 struct Conn {
     s: UnixStream,
     buf: Vec<u8>,
+    chunk: Vec<u8>,
+}
+
+fn encode(method: &str, params: &Value) -> Vec<u8> {
+    let mut msg = serde_json::to_vec(&json!({
+        "method": format!("io.disklock.Lease.{method}"),
+        "parameters": params,
+    }))
+    .unwrap();
+    msg.push(0);
+    msg
 }
 
 impl Conn {
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        let mut msg = serde_json::to_vec(&json!({
-            "method": format!("io.disklock.Lease.{method}"),
-            "parameters": params,
-        }))
-        .unwrap();
-        msg.push(0);
-        self.s.write_all(&msg).unwrap();
+    fn new(s: UnixStream) -> Conn {
+        Conn {
+            s,
+            buf: Vec::with_capacity(1 << 16),
+            chunk: vec![0; 1 << 16],
+        }
+    }
+
+    /// Sends an encoded call and reads its reply into `self.buf` (NUL stripped); fails on an
+    /// error reply. A success reply starts with its parameters, an error reply with its name
+    /// (the daemon's encoder writes them in that order; `call` checks the whole reply).
+    fn call_raw(&mut self, msg: &[u8]) {
+        self.s.write_all(msg).unwrap();
         self.buf.clear();
-        let mut chunk = [0u8; 65536];
         loop {
-            let n = self.s.read(&mut chunk).unwrap();
+            let n = self.s.read(&mut self.chunk).unwrap();
             assert!(n > 0, "daemon closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.buf.extend_from_slice(&self.chunk[..n]);
             if self.buf.last() == Some(&0) {
                 break;
             }
         }
-        let v: Value = serde_json::from_slice(&self.buf[..self.buf.len() - 1]).unwrap();
+        self.buf.pop();
+        assert!(
+            self.buf.starts_with(b"{\"parameters\":"),
+            "{}",
+            String::from_utf8_lossy(&self.buf)
+        );
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.call_raw(&encode(method, &params));
+        let v: Value = serde_json::from_slice(&self.buf).unwrap();
         assert!(v.get("error").is_none(), "{method}: {v}");
         v
     }
@@ -133,6 +165,34 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
+}
+
+/// Raises this process's open-file limit (soft and hard) so that the daemon, which inherits
+/// it, can hold `leases` leases; says what it got and why not more.
+fn raise_nofile(leases: usize) -> String {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let want = u64::try_from(leases)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1024);
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if hard >= want {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        return format!("hard {hard} (enough)");
+    }
+    let target = want.min(nr_open);
+    match setrlimit(Resource::RLIMIT_NOFILE, target, target) {
+        Ok(()) => format!("raised hard limit {hard} -> {target} (fs.nr_open {nr_open})"),
+        Err(e) => {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            format!(
+                "hard {hard}, soft {soft}; cannot raise it to {target}: {e} (needs CAP_SYS_RESOURCE; fs.nr_open {nr_open})"
+            )
+        }
+    }
 }
 
 fn main() {
@@ -183,16 +243,24 @@ fn main() {
     )
     .unwrap();
     let socket = dir.join("d.sock");
+    let nofile = raise_nofile(want_held);
+    let log = dir.join("daemon.log");
+    let mut cmd = Command::new(BIN);
+    if let Ok(level) = std::env::var("LEASE_BENCH_LOG") {
+        cmd.env("DISKLOCK_LOG", level);
+    } else {
+        cmd.env_remove("DISKLOCK_LOG");
+    }
     let daemon = Daemon(
-        Command::new(BIN)
-            .arg("--config")
+        cmd.arg("--config")
             .arg(&conf)
             .arg("--socket")
             .arg(&socket)
             .arg("daemon")
-            .env("DISKLOCK_LOG", "warn")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -204,17 +272,22 @@ fn main() {
         assert!(Instant::now() < deadline, "the daemon did not start");
         std::thread::sleep(Duration::from_millis(10));
     };
-    let mut c = Conn { s, buf: Vec::new() };
+    let mut c = Conn::new(s);
     let owner = json!({"name": "bench", "uuid": "bench-1", "pid": std::process::id()});
     let disk = dir.join("disk.img");
     std::fs::write(&disk, b"").unwrap();
     let d = disk.to_str().unwrap().to_owned();
+    // The same two calls every time: encoded once, and the replies checked in full once.
+    let acquire = json!({"disks": [{"path": d, "mode": "exclusive"}], "owner": owner});
+    let release = json!({"disks": [d]});
+    let v = c.call("Acquire", acquire.clone());
+    assert_eq!(v["parameters"]["leases"][0]["disk"], d.as_str());
+    let v = c.call("Release", release.clone());
+    assert_eq!(v["parameters"]["released"][0], d.as_str());
+    let (acquire, release) = (encode("Acquire", &acquire), encode("Release", &release));
     let cycle = measure(n, || {
-        c.call(
-            "Acquire",
-            json!({"disks": [{"path": d, "mode": "exclusive"}], "owner": owner}),
-        );
-        c.call("Release", json!({"disks": [d]}));
+        c.call_raw(&acquire);
+        c.call_raw(&release);
     });
     // The file-system part of the floor again, after the daemon's cycles: the larger of the
     // two is the fairer floor (a file system slows down as it reuses inodes).
@@ -246,6 +319,7 @@ fn main() {
     }
     let fill = t.elapsed();
     let rss1 = rss_kib(pid);
+    let log_lines = std::fs::read_to_string(&log).map_or(0, |l| l.lines().count());
     let status = c.call("Status", json!({}));
     assert_eq!(
         status["parameters"]["leases"].as_array().unwrap().len(),
@@ -256,6 +330,8 @@ fn main() {
     c.call("ReleaseOwner", json!({"uuid": "bench-1"}));
 
     println!("lease benchmark (n = {n}, lockspace in {})", dir.display());
+    println!("  open-file limit: {nofile}");
+    println!("  daemon log: {log_lines} lines (one per acquire and release, info level)");
     println!(
         "  floor: lease-file cycle        p50 {:7.1} us  p99 {:7.1} us",
         us(file.p50),

@@ -7,7 +7,8 @@ set -euo pipefail
 
 build=(pkg-config libudev-dev)
 # lvm2 and udev give the benchmark its baseline (spawning `lvs` and `scsi_id`, as virtlockd does).
-test_pkgs=(lvm2 udev)
+# systemd gives systemd-analyze, which checks systemd/disklock.service (tests/lease.rs).
+test_pkgs=(lvm2 udev systemd)
 
 want=("${build[@]}")
 [[ "${1:-}" == test ]] && want+=("${test_pkgs[@]}")

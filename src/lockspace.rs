@@ -36,7 +36,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read as _};
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use disklock_naming::DiskKey;
 use nix::errno::Errno;
@@ -262,10 +262,12 @@ pub enum LeaseError {
         path: PathBuf,
     },
     /// The file system does not do POSIX locks (ENOLCK: NFS without a lock manager).
-    #[error("the file system of {path} does not support POSIX locks (ENOLCK)")]
+    #[error(
+        "lockspace {dir} is on a file system without POSIX locks (fcntl F_SETLK: ENOLCK; on NFS, is the lock manager running?)"
+    )]
     NoLocks {
-        /// The lease file.
-        path: PathBuf,
+        /// The lockspace directory.
+        dir: PathBuf,
     },
     /// This process already holds the lease; opening it again would drop that lock.
     #[error("lease {path} is already held by this process")]
@@ -293,13 +295,12 @@ pub enum LeaseError {
 }
 
 /// Canonical paths of the leases this process holds: a second open of one of them must
-/// never happen (closing it would drop the lock).
-static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+/// never happen (closing it would drop the lock). The path is shared with the [`Lease`].
+static HELD: Mutex<Option<HashSet<Arc<Path>>>> = Mutex::new(None);
 
-fn held_insert(path: &Path) -> bool {
+fn held_insert(path: &Arc<Path>) -> bool {
     let mut g = HELD.lock().unwrap_or_else(PoisonError::into_inner);
-    g.get_or_insert_with(HashSet::new)
-        .insert(path.to_path_buf())
+    g.get_or_insert_with(HashSet::new).insert(path.clone())
 }
 
 fn held_remove(path: &Path) {
@@ -319,12 +320,42 @@ fn is_held_here(path: &Path) -> bool {
 #[derive(Debug)]
 pub struct Lease {
     file: Option<File>,
-    path: PathBuf,
+    path: Arc<Path>,
     dev: u64,
     ino: u64,
     mode: Mode,
     /// Host id and pid of the holder record this process writes, to find its line again.
-    me: (String, u32),
+    /// The host id is the same for every lease of a process: shared (see [`host_id`]).
+    me: (Arc<str>, u32),
+}
+
+/// The host id, shared by the leases that record it (a daemon holds up to 100,000).
+fn host_id(id: &str) -> Arc<str> {
+    static LAST: Mutex<Option<Arc<str>>> = Mutex::new(None);
+    let mut g = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    match g.as_ref() {
+        Some(a) if **a == *id => a.clone(),
+        _ => {
+            let a: Arc<str> = Arc::from(id);
+            *g = Some(a.clone());
+            a
+        }
+    }
+}
+
+/// `fcntl(F_SETLK)` on the lease byte. Tests make it fail with an errno of their choice on
+/// this thread: no file system here answers ENOLCK (NFS without a lock manager does).
+fn set_lease_lock(file: &File, l_type: i16) -> nix::Result<()> {
+    #[cfg(test)]
+    if let Some(e) = FAIL_LOCK.with(std::cell::Cell::get) {
+        return Err(e);
+    }
+    fcntl(file, FcntlArg::F_SETLK(&flock(l_type, LEASE_BYTE))).map(drop)
+}
+
+#[cfg(test)]
+thread_local! {
+    static FAIL_LOCK: std::cell::Cell<Option<Errno>> = const { std::cell::Cell::new(None) };
 }
 
 /// `F_RDLCK`, `F_WRLCK`, `F_UNLCK` and `SEEK_SET` for the `short` fields of `struct flock`
@@ -359,6 +390,11 @@ fn errno_err(op: &'static str, path: &Path, e: Errno) -> LeaseError {
 /// Lockspace directories already prepared, with their canonical paths: a daemon takes many
 /// leases in few lockspaces, and each check costs several syscalls.
 static PREPARED: Mutex<Option<std::collections::HashMap<PathBuf, PathBuf>>> = Mutex::new(None);
+
+/// The lease file's directory, for messages about the lockspace.
+fn dir_of(path: &Path) -> PathBuf {
+    path.parent().unwrap_or(path).to_path_buf()
+}
 
 fn prepared(dir: &Path) -> Result<PathBuf, LeaseError> {
     if let Some(c) = PREPARED
@@ -431,9 +467,11 @@ pub fn acquire(
     let dir = prepared(given)?;
     // The key has no '/', NUL, '.'/'..' and is at most NAME_MAX bytes (DiskKey's invariant),
     // so this names a file directly inside the lockspace.
-    let path = dir.join(key.as_str());
+    let path: Arc<Path> = Arc::from(dir.join(key.as_str()));
     if !held_insert(&path) {
-        return Err(LeaseError::HeldHere { path });
+        return Err(LeaseError::HeldHere {
+            path: path.to_path_buf(),
+        });
     }
     let mut result = acquire_at(&dir, &path, mode, holder);
     // The cached directory is gone (removed, or replaced by a symlink): check it again.
@@ -445,9 +483,11 @@ pub fn acquire(
         forget_prepared(given);
         held_remove(&path);
         let dir = prepared(given)?;
-        let again = dir.join(key.as_str());
+        let again: Arc<Path> = Arc::from(dir.join(key.as_str()));
         if !held_insert(&again) {
-            return Err(LeaseError::HeldHere { path: again });
+            return Err(LeaseError::HeldHere {
+                path: again.to_path_buf(),
+            });
         }
         result = acquire_at(&dir, &again, mode, holder);
         if !matches!(result, Ok(Acquired::Held(_))) {
@@ -463,25 +503,23 @@ pub fn acquire(
 
 fn acquire_at(
     dir: &Path,
-    path: &Path,
+    shared: &Arc<Path>,
     mode: Mode,
     holder: &Holder,
 ) -> Result<Acquired<Lease>, LeaseError> {
+    let path: &Path = shared;
     for _ in 0..MAX_ATTEMPTS {
         let file = open_lease(dir, path)?;
         let meta = file.metadata().map_err(io_err("stat", path))?;
         if !meta.file_type().is_file() {
             return Err(LeaseError::NotRegular { path: path.into() });
         }
-        match fcntl(
-            &file,
-            FcntlArg::F_SETLK(&flock(mode.lock_type(), LEASE_BYTE)),
-        ) {
-            Ok(_) => {}
+        match set_lease_lock(&file, mode.lock_type()) {
+            Ok(()) => {}
             Err(Errno::EAGAIN | Errno::EACCES) => {
                 return Ok(Acquired::Busy(busy(&file, path)));
             }
-            Err(Errno::ENOLCK) => return Err(LeaseError::NoLocks { path: path.into() }),
+            Err(Errno::ENOLCK) => return Err(LeaseError::NoLocks { dir: dir.into() }),
             Err(e) => return Err(errno_err("lock", path, e)),
         }
         // Is the inode we locked still the one at the path? Its last holder may have
@@ -490,15 +528,23 @@ fn acquire_at(
             Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => {
                 let lease = Lease {
                     file: Some(file),
-                    path: path.to_path_buf(),
+                    path: shared.clone(),
                     dev: meta.dev(),
                     ino: meta.ino(),
                     mode,
-                    me: (holder.host_id.clone(), holder.pid),
+                    me: (host_id(&holder.host_id), holder.pid),
                 };
                 // On failure, `lease` drops: the lock goes and the file stays (a stale, free
-                // lease file), which is never a lost or phantom lock.
-                lease.write_holder(holder)?;
+                // lease file), which is never a lost or phantom lock. A new (empty) file needs
+                // no truncation.
+                if mode == Mode::Exclusive && meta.len() == 0 {
+                    lease
+                        .file()
+                        .write_all_at(render_holders(std::slice::from_ref(holder)).as_bytes(), 0)
+                        .map_err(io_err("write", path))?;
+                } else {
+                    lease.write_holder(holder)?;
+                }
                 return Ok(Acquired::Held(lease));
             }
             Ok(_) => {}
@@ -650,7 +696,7 @@ impl Lease {
                 Err(Errno::EINTR) => {}
                 Err(Errno::ENOLCK) => {
                     return Err(LeaseError::NoLocks {
-                        path: self.path.clone(),
+                        dir: dir_of(&self.path),
                     });
                 }
                 Err(e) => return Err(errno_err("lock", &self.path, e)),
@@ -686,17 +732,13 @@ impl Lease {
         let file = self.file();
         let last = match self.mode {
             Mode::Exclusive => true,
-            Mode::Shared => fcntl(
-                file,
-                FcntlArg::F_SETLK(&flock(short(libc::F_WRLCK), LEASE_BYTE)),
-            )
-            .is_ok(),
+            Mode::Shared => set_lease_lock(file, short(libc::F_WRLCK)).is_ok(),
         };
         if last {
             self.unlink_if_ours()
         } else {
             let (host_id, pid) = &self.me;
-            self.edit_shared_body(|hs| hs.retain(|h| !(h.host_id == *host_id && h.pid == *pid)))?;
+            self.edit_shared_body(|hs| hs.retain(|h| !(*h.host_id == **host_id && h.pid == *pid)))?;
             Ok(Released::Kept)
         }
         // `self` drops here: the fd closes and the lock goes.
@@ -712,7 +754,7 @@ impl Lease {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Released::Kept),
             Err(e) => Err(LeaseError::Io {
                 op: "stat",
-                path: self.path.clone(),
+                path: self.path.to_path_buf(),
                 source: e,
             }),
         }
@@ -742,11 +784,11 @@ impl Lease {
     /// What [`release_after_exit`] needs to release this lease after its holder exited.
     pub fn held_elsewhere(&self) -> HeldElsewhere {
         HeldElsewhere {
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
             dev: self.dev,
             ino: self.ino,
             mode: self.mode,
-            host_id: self.me.0.clone(),
+            host_id: self.me.0.to_string(),
             pid: self.me.1,
         }
     }
@@ -759,16 +801,18 @@ impl Lease {
 ///
 /// Must be called by a process that does not hold the lease itself (checked: `HeldHere`).
 pub fn release_after_exit(held: &HeldElsewhere) -> Result<Released, LeaseError> {
-    let path = &held.path;
-    if !held_insert(path) {
-        return Err(LeaseError::HeldHere { path: path.clone() });
+    let path: Arc<Path> = Arc::from(held.path.as_path());
+    if !held_insert(&path) {
+        return Err(LeaseError::HeldHere {
+            path: held.path.clone(),
+        });
     }
-    let result = release_after_exit_at(held);
-    held_remove(path);
+    let result = release_after_exit_at(held, &path);
+    held_remove(&path);
     result
 }
 
-fn release_after_exit_at(held: &HeldElsewhere) -> Result<Released, LeaseError> {
+fn release_after_exit_at(held: &HeldElsewhere, shared: &Arc<Path>) -> Result<Released, LeaseError> {
     let path = &held.path;
     let file = match OpenOptions::new()
         .read(true)
@@ -788,19 +832,16 @@ fn release_after_exit_at(held: &HeldElsewhere) -> Result<Released, LeaseError> {
     }
     let lease = Lease {
         file: Some(file),
-        path: path.clone(),
+        path: shared.clone(),
         dev: held.dev,
         ino: held.ino,
         mode: Mode::Shared,
-        me: (held.host_id.clone(), held.pid),
+        me: (Arc::from(held.host_id.as_str()), held.pid),
     };
-    match fcntl(
-        lease.file(),
-        FcntlArg::F_SETLK(&flock(short(libc::F_WRLCK), LEASE_BYTE)),
-    ) {
+    match set_lease_lock(lease.file(), short(libc::F_WRLCK)) {
         // Nobody holds it: remove it (only if it is still the inode at the path), then the
         // lock goes with the fd.
-        Ok(_) => lease.unlink_if_ours(),
+        Ok(()) => lease.unlink_if_ours(),
         Err(Errno::EAGAIN | Errno::EACCES) => {
             if held.mode == Mode::Shared {
                 // Other shared holders remain: take our record out of the body.
@@ -812,7 +853,7 @@ fn release_after_exit_at(held: &HeldElsewhere) -> Result<Released, LeaseError> {
             // Exclusive: someone took the free lease over already; it is theirs now.
             Ok(Released::Kept)
         }
-        Err(Errno::ENOLCK) => Err(LeaseError::NoLocks { path: path.clone() }),
+        Err(Errno::ENOLCK) => Err(LeaseError::NoLocks { dir: dir_of(path) }),
         Err(e) => Err(errno_err("lock", path, e)),
     }
 }
@@ -1057,6 +1098,39 @@ mod tests {
         let body = std::fs::read_to_string(lease.path()).unwrap();
         assert_eq!(parse_holders(&body), vec![other, h]);
         // Nobody else holds a lock, so the upgrade succeeds and the file goes.
+        assert_eq!(lease.release().unwrap(), Released::Unlinked);
+    }
+
+    /// No file system on the test machines answers ENOLCK (NFS without a lock manager
+    /// does), so the lock call fails through the test seam.
+    #[test]
+    fn enolck_is_a_clear_error_and_leaves_nothing_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let ls = std::fs::canonicalize(dir.path()).unwrap().join("ls");
+        let h = holder(std::process::id(), Mode::Exclusive);
+        FAIL_LOCK.with(|f| f.set(Some(Errno::ENOLCK)));
+        let e = acquire(&ls, &key("k7"), Mode::Exclusive, &h).unwrap_err();
+        FAIL_LOCK.with(|f| f.set(None));
+        assert!(
+            matches!(&e, LeaseError::NoLocks { dir } if *dir == ls),
+            "{e:?}"
+        );
+        let msg = crate::exit::chain_std(&e);
+        assert_eq!(
+            msg,
+            format!(
+                "lockspace {} is on a file system without POSIX locks (fcntl F_SETLK: ENOLCK; on NFS, is the lock manager running?)",
+                ls.display()
+            )
+        );
+        assert!(!msg.contains('\n'));
+        // Nothing is held: no lock, not marked held here, and the lease is free to take.
+        let path = ls.join("k7");
+        assert!(!is_held_here(&path));
+        assert_eq!(inspect(&path).unwrap().lock, None);
+        let Acquired::Held(lease) = acquire(&ls, &key("k7"), Mode::Exclusive, &h).unwrap() else {
+            panic!("busy after a failed acquire")
+        };
         assert_eq!(lease.release().unwrap(), Released::Unlinked);
     }
 

@@ -881,3 +881,225 @@ fn lease_file_mode_and_lockspace_mode() {
     assert_eq!(mode(&lease), 0o600);
     assert_eq!(mode(&env.path("a.sock")), 0o600);
 }
+
+/// `disklock` as uid/gid 65534 (nobody), through `setpriv`, with this config and socket.
+fn as_nobody(env: &Env, socket: &str, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .arg("--config")
+        .arg(env.path("disklock.conf"))
+        .arg("--socket")
+        .arg(env.path(socket))
+        .args(args)
+        .env_remove("DISKLOCK_CONFIG")
+        .env_remove("DISKLOCK_SOCKET")
+        .env_remove("DISKLOCK_LOG")
+        .env_remove("XDG_CONFIG_HOME")
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+/// SO_PEERCRED: a client that is not root acts only for processes of its own uid (the
+/// owner process's uid is the owner of `/proc/PID`); root acts for anyone.
+#[test]
+fn non_root_peers_act_only_for_their_own_processes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs a root daemon and clients as uid 65534 (setpriv): run it as root"
+    );
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let other_disk = env.disk("other.img");
+    // Let uid 65534 reach the config and the socket (the daemon makes its socket 0600: only
+    // root may talk to a root daemon unless an administrator opens it up, as here).
+    let open = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    open(env.dir.path(), 0o755);
+    open(&env.path("disklock.conf"), 0o644);
+    let _a = env.daemon("a.sock");
+    open(&env.path("a.sock"), 0o666);
+    let root_owner = Sleeper::new();
+    let nobody_owner = Sleeper(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sleep",
+                "1000",
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the owner runs as uid 65534", || {
+        std::fs::read_to_string(format!("/proc/{}/status", nobody_owner.pid()))
+            .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t65534\t")))
+    });
+    // uid 65534 may not acquire for root's process.
+    let o = as_nobody(
+        &env,
+        "a.sock",
+        &[
+            "acquire",
+            "--owner",
+            "intruder",
+            "--pid",
+            &root_owner.pid(),
+            &disk,
+        ],
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_stderr_has(
+        &o,
+        &format!(
+            "permission denied: uid 65534 may not acquire for pid {} (owned by uid 0)",
+            root_owner.pid()
+        ),
+    );
+    assert!(status_json(&env, "a.sock").is_empty(), "nothing was taken");
+    assert_eq!(env.lease_files(), 0);
+    // It may for its own process, and release that again.
+    ok(as_nobody(
+        &env,
+        "a.sock",
+        &[
+            "acquire",
+            "--owner",
+            "mine",
+            "--uuid",
+            "u-nobody",
+            "--pid",
+            &nobody_owner.pid(),
+            &other_disk,
+        ],
+    ));
+    let st = status_json(&env, "a.sock");
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0]["owners"][0]["uuid"], "u-nobody");
+    // Root's lease, which uid 65534 may neither release nor take over by owner name.
+    ok(env.run(
+        "a.sock",
+        &[
+            "acquire",
+            "--owner",
+            "rootvm",
+            "--uuid",
+            "u-root",
+            "--pid",
+            &root_owner.pid(),
+            &disk,
+        ],
+    ));
+    let o = as_nobody(&env, "a.sock", &["release", &disk]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_stderr_has(&o, "permission denied: uid 65534 may not release");
+    let o = as_nobody(&env, "a.sock", &["release", "--owner", "rootvm"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_stderr_has(
+        &o,
+        "permission denied: uid 65534 may not release owner u-root",
+    );
+    // Nor act under root's owner uuid for its own process.
+    let o = as_nobody(
+        &env,
+        "a.sock",
+        &[
+            "acquire",
+            "--owner",
+            "rootvm",
+            "--uuid",
+            "u-root",
+            "--pid",
+            &nobody_owner.pid(),
+            &other_disk,
+        ],
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(status_json(&env, "a.sock").len(), 2);
+    ok(as_nobody(&env, "a.sock", &["release", &other_disk]));
+    // Root may release anyone's.
+    ok(env.run("a.sock", &["release", &disk]));
+    assert!(status_json(&env, "a.sock").is_empty());
+    assert_eq!(env.lease_files(), 0);
+}
+
+/// `Type=notify`: READY=1 reaches `$NOTIFY_SOCKET` once the socket accepts connections, and
+/// STOPPING=1 when the daemon is told to stop.
+#[test]
+fn daemon_tells_systemd_when_it_listens() {
+    use std::os::unix::net::UnixDatagram;
+    let env = Env::new();
+    let notify_path = env.path("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let socket = env.path("a.sock");
+    let log = env.path("a.sock.log");
+    let child = env
+        .cmd("a.sock")
+        .arg("daemon")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon {
+        child,
+        socket: socket.clone(),
+        log,
+    };
+    let mut buf = [0u8; 4096];
+    let n = notify.recv(&mut buf).expect("READY=1 within 20 s");
+    // Connectable the moment READY=1 arrives: no retry.
+    UnixStream::connect(&socket).expect("the socket accepts connections after READY=1");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let lines: Vec<&str> = msg.lines().collect();
+    assert!(lines.contains(&"READY=1"), "{msg}");
+    assert!(
+        lines.contains(&format!("MAINPID={}", d.child.id()).as_str()),
+        "{msg}"
+    );
+    ok(env.run("a.sock", &["status"]));
+    d.stop();
+    let n = notify.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+}
+
+/// The shipped unit file passes `systemd-analyze verify` (ExecStart pointed at the binary
+/// under test, as the unit names the installed path).
+#[test]
+fn systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/disklock.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("\nType=notify\n"));
+    assert!(unit.contains("\nExecStart=/usr/bin/disklock daemon\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disklock.service");
+    std::fs::write(
+        &path,
+        unit.replace(
+            "ExecStart=/usr/bin/disklock daemon",
+            &format!("ExecStart={BIN} daemon"),
+        ),
+    )
+    .unwrap();
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd; scripts/deps.sh test installs it)");
+    let err = stderr(&o);
+    // Complaints about units the host lacks are not ours; any line naming our unit is.
+    let ours: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("disklock.service"))
+        .collect();
+    assert!(o.status.success() && ours.is_empty(), "{err}");
+}

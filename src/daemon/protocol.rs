@@ -3,8 +3,10 @@
 //! `org.varlink.service` introspection calls.
 //!
 //! The same types serve the client and the server: [`Request::to_call`] and
-//! [`Request::from_call`], [`Failure::to_reply`] and [`Failure::from_reply`], so the two
-//! cannot drift apart. No sockets here: framing is [`Framer`] over bytes.
+//! [`Request::from_call`], [`encode_failure`] and [`Failure::from_reply`], so the two
+//! cannot drift apart. Replies are encoded straight from their types ([`encode_ok`],
+//! [`encode_failure`]), never through a `Value` tree. No sockets here: framing is
+//! [`Framer`] over bytes.
 
 // A refusal is built once per refused request; its size does not matter.
 #![allow(clippy::result_large_err)]
@@ -360,7 +362,8 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// The reply that carries this error.
+    /// The reply that carries this error (what [`encode_failure`] puts on the wire).
+    #[cfg(test)]
     pub fn to_reply(&self) -> Reply {
         let v = to_value(self);
         Reply {
@@ -379,12 +382,29 @@ impl Failure {
     }
 }
 
-/// A reply's success parameters.
+/// A reply's success parameters (what [`encode_ok`] puts on the wire).
+#[cfg(test)]
 pub fn ok_reply<T: Serialize>(v: &T) -> Reply {
     Reply {
         parameters: to_value(v),
         error: None,
     }
+}
+
+/// Encodes a success reply straight from its parameters, as [`ok_reply`] would carry them
+/// (without building a JSON `Value` tree first: the daemon's hot path).
+pub fn encode_ok<T: Serialize>(params: &T) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Ok<'a, T> {
+        parameters: &'a T,
+    }
+    encode(&Ok { parameters: params })
+}
+
+/// Encodes an error reply. A [`Failure`] serializes as `{"error": …, "parameters": …}`,
+/// which is the Varlink error reply itself.
+pub fn encode_failure(f: &Failure) -> Vec<u8> {
+    encode(f)
 }
 
 /// Encodes a message: JSON and a NUL.
@@ -528,6 +548,32 @@ mod tests {
             error: Some("com.example.Other".into()),
         };
         assert_eq!(Failure::from_reply(&unknown), None);
+    }
+
+    /// The daemon's direct encoders write exactly the replies the `Reply` type describes.
+    #[test]
+    fn direct_encoding_matches_reply() {
+        let decode = |b: &[u8]| -> Reply {
+            assert_eq!(b.last(), Some(&0));
+            serde_json::from_slice(&b[..b.len() - 1]).unwrap()
+        };
+        let v = VersionReply {
+            version: "1".into(),
+            protocol: PROTOCOL,
+        };
+        assert_eq!(decode(&encode_ok(&v)), ok_reply(&v));
+        for f in [
+            Failure::ShuttingDown {},
+            Failure::RequestTooLarge { limit: 5 },
+            Failure::UnknownDisk {
+                disk: "/d".into(),
+                reason: "gone".into(),
+            },
+        ] {
+            let r = decode(&encode_failure(&f));
+            assert_eq!(r, f.to_reply());
+            assert_eq!(Failure::from_reply(&r), Some(f));
+        }
     }
 
     #[test]

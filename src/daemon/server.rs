@@ -32,8 +32,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::protocol::{
-    self, AcquireParams, AcquireReply, Call, DiskMode, Failure, Framer, Info, MAX_MESSAGE, Reply,
-    Request, StatusReply, VersionReply,
+    self, AcquireParams, AcquireReply, Call, DiskMode, Failure, Framer, Info, MAX_MESSAGE, Request,
+    StatusReply, VersionReply,
 };
 use super::table::{
     AcquireRequest, Effect, Event, FileBackend, Identity, LeaseId, OwnerSelector, Refusal, Table,
@@ -49,6 +49,10 @@ pub const MAX_CLIENTS: usize = 1024;
 pub const MAX_DISKS: usize = 4096;
 /// How often an owner is polled when the kernel has no pidfd.
 pub const POLL_OWNER: Duration = Duration::from_millis(200);
+/// Owners that hold nothing any more whose watch is kept for a while, so that an owner
+/// that acquires again (a script in a loop, a VM that hot-plugs disks) reuses its pidfd
+/// instead of opening a new one.
+pub const IDLE_WATCHES: usize = 256;
 
 /// Who is on the other end of a connection (SO_PEERCRED).
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +64,8 @@ enum Cmd {
     Request {
         req: Request,
         peer: Peer,
-        reply: oneshot::Sender<Reply>,
+        /// The encoded reply (JSON and its NUL).
+        reply: oneshot::Sender<Vec<u8>>,
     },
     OwnerDied {
         uuid: String,
@@ -104,6 +109,12 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
         "disklock daemon listening on {}",
         socket.display()
     );
+    // The socket is bound and listening: connections queue from here on.
+    notify(&format!(
+        "READY=1\nSTATUS=listening on {}\nMAINPID={}",
+        socket.display(),
+        std::process::id()
+    ));
     let limit = Arc::new(Semaphore::new(MAX_CLIENTS));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot catch SIGTERM")?;
@@ -134,6 +145,7 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
             _ = int.recv() => break,
         }
     }
+    notify("STOPPING=1");
     let (done_tx, done_rx) = oneshot::channel();
     if tx.send(Cmd::Shutdown { done: done_tx }).await.is_ok() {
         let _ = done_rx.await;
@@ -143,6 +155,30 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
         anyhow::bail!("the lease table task panicked");
     }
     Ok(Code::Ok)
+}
+
+/// Tells systemd how the daemon is doing (`Type=notify`): one datagram to `$NOTIFY_SOCKET`
+/// (a path, or `@name` in the abstract namespace), as `sd_notify(3)` sends it. Does nothing
+/// when the variable is unset (not started by systemd).
+fn notify(state: &str) {
+    let Some(addr) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(e) = send_notify(&addr, state) {
+        tracing::warn!(error = %e, socket = ?addr, "cannot notify systemd");
+    }
+}
+
+fn send_notify(addr: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let sa = match addr.as_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(Path::new(addr))?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &sa)?;
+    Ok(())
 }
 
 /// Removes the socket when the daemon stops; the lock file's lock goes with the process.
@@ -235,17 +271,16 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
             match framer.next_message() {
                 Ok(Some(msg)) => {
                     let (reply, oneway) = handle(&msg, peer, &tx).await;
-                    if !oneway && stream.write_all(&protocol::encode(&reply)).await.is_err() {
+                    if !oneway && stream.write_all(&reply).await.is_err() {
                         return;
                     }
                 }
                 Ok(None) => break,
                 Err(protocol::TooLarge(_)) => {
-                    let reply = Failure::RequestTooLarge {
+                    let reply = protocol::encode_failure(&Failure::RequestTooLarge {
                         limit: MAX_MESSAGE as u64,
-                    }
-                    .to_reply();
-                    let _ = stream.write_all(&protocol::encode(&reply)).await;
+                    });
+                    let _ = stream.write_all(&reply).await;
                     tracing::warn!(uid = peer.uid, "request over {MAX_MESSAGE} bytes; closing");
                     return;
                 }
@@ -259,32 +294,34 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
     }
 }
 
-async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> (Reply, bool) {
+/// Answers one message; the reply comes encoded (JSON and its NUL), with whether the call
+/// was oneway (no reply to send).
+async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> (Vec<u8>, bool) {
     let call: Call = match serde_json::from_slice(msg) {
         Ok(c) => c,
         Err(e) => {
             let f = Failure::InvalidParameter {
                 parameter: format!("not a Varlink call: {e}"),
             };
-            return (f.to_reply(), false);
+            return (protocol::encode_failure(&f), false);
         }
     };
     let oneway = call.oneway;
     let req = match Request::from_call(call) {
         Ok(r) => r,
-        Err(f) => return (f.to_reply(), oneway),
+        Err(f) => return (protocol::encode_failure(&f), oneway),
     };
     let reply = match req {
-        Request::Version => protocol::ok_reply(&VersionReply {
+        Request::Version => protocol::encode_ok(&VersionReply {
             version: env!("CARGO_PKG_VERSION").into(),
             protocol: protocol::PROTOCOL,
         }),
-        Request::GetInfo => protocol::ok_reply(&Info::this()),
+        Request::GetInfo => protocol::encode_ok(&Info::this()),
         Request::GetInterfaceDescription { interface } => {
             if interface == protocol::INTERFACE {
-                protocol::ok_reply(&serde_json::json!({ "description": protocol::DESCRIPTION }))
+                protocol::encode_ok(&serde_json::json!({ "description": protocol::DESCRIPTION }))
             } else {
-                Failure::InterfaceNotFound { interface }.to_reply()
+                protocol::encode_failure(&Failure::InterfaceNotFound { interface })
             }
         }
         req => {
@@ -298,7 +335,7 @@ async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> (Reply, bool)
                 .await;
             match (sent, reply_rx.await) {
                 (Ok(()), Ok(r)) => r,
-                _ => Failure::ShuttingDown {}.to_reply(),
+                _ => protocol::encode_failure(&Failure::ShuttingDown {}),
             }
         }
     };
@@ -309,8 +346,11 @@ async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> (Reply, bool)
 struct Shell {
     settings: Settings,
     table: Table<FileBackend>,
-    /// Owner watches, by uuid: the start time checked at acquire, and the task.
-    watches: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// Watches of the owners the table holds leases for, by uuid.
+    watches: HashMap<String, Watch>,
+    /// Watches of owners that hold nothing any more, kept (at most [`IDLE_WATCHES`]) for an
+    /// owner that comes back: it reuses its watch and pidfd.
+    idle: HashMap<String, Watch>,
     /// Owner processes checked by the current request, until their watch starts.
     pending: HashMap<String, ProcHandle>,
     tx: mpsc::Sender<Cmd>,
@@ -326,6 +366,7 @@ async fn table_task(settings: Settings, mut rx: mpsc::Receiver<Cmd>, tx: mpsc::S
         settings,
         table: Table::new(FileBackend, identity),
         watches: HashMap::new(),
+        idle: HashMap::new(),
         pending: HashMap::new(),
         tx,
     };
@@ -337,12 +378,7 @@ async fn table_task(settings: Settings, mut rx: mpsc::Receiver<Cmd>, tx: mpsc::S
                 // The client may be gone; its owner's death releases what it took.
                 let _ = reply.send(r);
             }
-            Cmd::OwnerDied { uuid, pid } => {
-                tracing::info!(event = "owner-exit", owner_uuid = %uuid, owner_pid = pid, "owner process {pid} exited");
-                shell.watches.remove(&uuid);
-                shell.table.owner_died(&uuid);
-                shell.effects();
-            }
+            Cmd::OwnerDied { uuid, pid } => shell.owner_died(&uuid, pid),
             Cmd::Shutdown { done } => {
                 tracing::info!(
                     event = "stop",
@@ -368,10 +404,31 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// An owner process watch: the task that reports the process's exit.
+struct Watch {
+    pid: u32,
+    task: tokio::task::JoinHandle<()>,
+}
+
 impl Shell {
-    fn request(&mut self, req: Request, peer: Peer) -> Reply {
+    /// A watch reported that the process `pid` exited. Reports of a watch that was replaced
+    /// meanwhile (same uuid, another pid) or of an idle owner change nothing in the table.
+    fn owner_died(&mut self, uuid: &str, pid: u32) {
+        if self.idle.get(uuid).is_some_and(|w| w.pid == pid) {
+            self.idle.remove(uuid);
+        }
+        if self.table.owner_pid(uuid) != Some(pid) {
+            return;
+        }
+        tracing::info!(event = "owner-exit", owner_uuid = %uuid, owner_pid = pid, "owner process {pid} exited");
+        self.watches.remove(uuid);
+        self.table.owner_died(uuid);
+        self.effects();
+    }
+
+    fn request(&mut self, req: Request, peer: Peer) -> Vec<u8> {
         let result = match req {
-            Request::Acquire(p) => self.acquire(p, peer).map(|r| protocol::ok_reply(&r)),
+            Request::Acquire(p) => self.acquire(p, peer).map(|r| protocol::encode_ok(&r)),
             Request::Release(p) => {
                 let targets: Vec<(String, LeaseId)> = p
                     .disks
@@ -380,7 +437,7 @@ impl Shell {
                     .collect();
                 self.table
                     .release(&targets, p.owner.as_deref(), peer.uid)
-                    .map(|o| protocol::ok_reply(&o))
+                    .map(|o| protocol::encode_ok(&o))
                     .map_err(failure)
             }
             Request::ReleaseOwner(p) => {
@@ -395,11 +452,11 @@ impl Shell {
                     };
                     self.table
                         .release_owners(&sel, peer.uid)
-                        .map(|o| protocol::ok_reply(&o))
+                        .map(|o| protocol::encode_ok(&o))
                         .map_err(failure)
                 }
             }
-            Request::Status => Ok(protocol::ok_reply(&StatusReply {
+            Request::Status => Ok(protocol::encode_ok(&StatusReply {
                 leases: self.table.status(),
             })),
             // Answered by the connection task.
@@ -409,20 +466,28 @@ impl Shell {
                 })
             }
         };
-        result.unwrap_or_else(|f| f.to_reply())
+        result.unwrap_or_else(|f| protocol::encode_failure(&f))
     }
 
-    /// The lease a disk names: the resolver's answer, or, for a disk that has vanished
-    /// since, the held lease first registered under that exact name.
+    /// The lease a disk names: the held lease taken under that exact name (when one was),
+    /// else the resolver's answer, or, for a disk that has vanished since, a held lease first
+    /// registered under that name.
+    ///
+    /// The name comes first: a release names the disk as the acquire did, and means the lease
+    /// it took then, even if the path leads to another disk by now (a re-pointed symlink).
+    /// It also spares resolving the disk again.
     fn lease_of(&self, disk: &str) -> LeaseId {
+        if let Some(id) = self.table.lease_named_once(disk) {
+            return id;
+        }
         match resolve(&self.settings, disk, Mode::Exclusive) {
             Ok(t) => LeaseId {
-                lockspace: t.lockspace,
+                lockspace: Arc::from(t.lockspace),
                 key: t.key,
             },
             Err(_) => self.table.lease_named(disk).unwrap_or_else(|| LeaseId {
                 // Names no lease: the table reports the disk as not held.
-                lockspace: PathBuf::new(),
+                lockspace: Arc::from(Path::new("")),
                 key: disklock_naming::DiskKey::new("-")
                     .unwrap_or_else(|_| unreachable!("valid key")),
             }),
@@ -437,15 +502,19 @@ impl Shell {
             });
         }
         check_owner(&owner)?;
-        // An owner already registered (same uuid and pid) is watched already; else check the
-        // process now and keep the handle that names it until its watch starts.
+        // An owner already registered (same uuid and pid) is watched already. One that held
+        // leases before and is still watched (idle) only needs its uid read again. Else
+        // check the process now and keep the handle that names it until its watch starts.
         let owner_uid = match self.table.owner_uid(&owner) {
             Some(uid) => uid,
-            None => {
-                let (uid, handle) = owner_process(owner.pid)?;
-                self.pending.insert(owner.uuid.clone(), handle);
-                uid
-            }
+            None => match self.idle.get(&owner.uuid) {
+                Some(w) if w.pid == owner.pid && !w.task.is_finished() => proc_uid(owner.pid)?,
+                _ => {
+                    let (uid, handle) = owner_process(owner.pid)?;
+                    self.pending.insert(owner.uuid.clone(), handle);
+                    uid
+                }
+            },
         };
         let mut targets = Vec::with_capacity(disks.len());
         let mut skipped = Vec::new();
@@ -486,6 +555,13 @@ impl Shell {
         for e in self.table.take_effects() {
             match e {
                 Effect::Watch { uuid, pid } => {
+                    if let Some(w) = self.idle.remove(&uuid) {
+                        if w.pid == pid && !w.task.is_finished() {
+                            self.watches.insert(uuid, w);
+                            continue;
+                        }
+                        w.task.abort();
+                    }
                     let handle = self.pending.remove(&uuid);
                     let tx = self.tx.clone();
                     let u = uuid.clone();
@@ -500,19 +576,37 @@ impl Shell {
                         watch(pid, handle).await;
                         let _ = tx.send(Cmd::OwnerDied { uuid: u, pid }).await;
                     });
-                    if let Some(old) = self.watches.insert(uuid, task) {
-                        old.abort();
+                    if let Some(old) = self.watches.insert(uuid, Watch { pid, task }) {
+                        old.task.abort();
                     }
                 }
                 Effect::Unwatch { uuid } => {
-                    if let Some(task) = self.watches.remove(&uuid) {
-                        task.abort();
+                    if let Some(w) = self.watches.remove(&uuid) {
+                        self.park(uuid, w);
                     }
                 }
                 Effect::Log(ev) => log_event(&ev),
             }
         }
         self.pending.clear();
+    }
+
+    /// Keeps the watch of an owner that holds nothing now, for its next acquire.
+    fn park(&mut self, uuid: String, w: Watch) {
+        if w.task.is_finished() {
+            return;
+        }
+        if self.idle.len() >= IDLE_WATCHES {
+            // Any one will do: this is a cache.
+            if let Some(k) = self.idle.keys().next().cloned()
+                && let Some(old) = self.idle.remove(&k)
+            {
+                old.task.abort();
+            }
+        }
+        if let Some(old) = self.idle.insert(uuid, w) {
+            old.task.abort();
+        }
     }
 }
 
@@ -566,6 +660,16 @@ fn owner_process(pid: u32) -> Result<(u32, ProcHandle), Failure> {
     };
     let meta = std::fs::metadata(format!("/proc/{pid}")).map_err(|_| gone())?;
     Ok((meta.uid(), handle))
+}
+
+/// The uid of a process already watched (the owner of `/proc/PID`).
+fn proc_uid(pid: u32) -> Result<u32, Failure> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .map(|m| m.uid())
+        .map_err(|_| Failure::InvalidOwner {
+            reason: format!("owner pid {pid} does not exist"),
+        })
 }
 
 /// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
@@ -625,7 +729,7 @@ fn resolve(settings: &Settings, disk: &str, mode: Mode) -> Result<Target, Failur
         disk: disk.to_owned(),
         lockspace: settings.lockspace(r.source.lockspace()).to_path_buf(),
         key: r.key,
-        source: r.source.as_str().to_owned(),
+        source: r.source.as_str(),
         mode,
     })
 }
@@ -739,6 +843,49 @@ fn log_event(e: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a client prints for a lockspace without POSIX locks: one line naming the disk,
+    /// the directory and the reason; exit code 1.
+    #[test]
+    fn no_lock_support_reaches_the_client_as_one_line() {
+        let f = failure(Refusal::Lease {
+            disk: "/img/vm.img".into(),
+            error: LeaseError::NoLocks {
+                dir: "/var/lib/disklock/files".into(),
+            },
+        });
+        assert!(matches!(f, Failure::LeaseFailed { .. }), "{f:?}");
+        assert_eq!(
+            f.to_string(),
+            "/img/vm.img: lockspace /var/lib/disklock/files is on a file system without POSIX locks (fcntl F_SETLK: ENOLCK; on NFS, is the lock manager running?)"
+        );
+        assert_eq!(crate::exit::of_failure(&f), Code::Partial);
+        assert_eq!(Code::Partial as u8, 1);
+        // It survives the wire.
+        let bytes = protocol::encode_failure(&f);
+        let reply: protocol::Reply = serde_json::from_slice(&bytes[..bytes.len() - 1]).unwrap();
+        assert_eq!(Failure::from_reply(&reply), Some(f));
+    }
+
+    #[test]
+    fn notify_sends_one_datagram() {
+        use std::os::unix::net::UnixDatagram;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        send_notify(path.as_os_str(), "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        // The abstract namespace, as systemd uses it.
+        let name = format!("disklock-test-{}", std::process::id());
+        let addr = <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(name.as_bytes()).unwrap();
+        let rx = UnixDatagram::bind_addr(&addr).unwrap();
+        send_notify(std::ffi::OsStr::new(&format!("@{name}")), "STOPPING=1").unwrap();
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1");
+        assert!(send_notify(dir.path().join("nobody").as_os_str(), "READY=1").is_err());
+    }
 
     #[test]
     fn start_time_of_self_and_of_nobody() {

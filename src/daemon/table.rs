@@ -20,8 +20,9 @@
 // A refusal is built once per refused request; its size does not matter.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use disklock_naming::DiskKey;
 
@@ -78,7 +79,7 @@ pub struct Target {
     /// Its key.
     pub key: DiskKey,
     /// Where the key came from (`scsi-wwid`, `file-sha256`, …).
-    pub source: String,
+    pub source: &'static str,
     /// The lockspace directory.
     pub lockspace: PathBuf,
     /// The mode asked for.
@@ -86,19 +87,24 @@ pub struct Target {
 }
 
 impl Target {
+    /// Its lease, for messages (the table interns lockspaces for what it keeps).
     fn id(&self) -> LeaseId {
         LeaseId {
-            lockspace: self.lockspace.clone(),
+            lockspace: Arc::from(self.lockspace.as_path()),
             key: self.key.clone(),
         }
     }
 }
 
 /// A lease file: lockspace directory and key.
+///
+/// The table keeps one `Arc<LeaseId>` per lease, shared by the lease entry, its owners'
+/// lists and log events; lockspace paths are interned (a daemon has a handful of lockspaces
+/// and up to 100,000 leases).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LeaseId {
     /// The lockspace directory.
-    pub lockspace: PathBuf,
+    pub lockspace: Arc<Path>,
     /// The key (the file name).
     pub key: DiskKey,
 }
@@ -121,55 +127,78 @@ pub struct Identity {
     pub version: String,
 }
 
+/// One held lease. Kept small: the daemon holds up to 100,000 of them (the disk name and
+/// the owners are shared, the source is static).
 struct Entry<L> {
     lease: L,
-    disk: String,
-    source: String,
+    disk: Arc<str>,
+    source: &'static str,
     mode: Mode,
     since: u64,
     owners: OwnerList,
 }
 
-/// A lease's owners, sorted by uuid. Nearly always one: a vector costs a fraction of a
-/// map's node (this is per lease, and the daemon holds up to 100,000 leases).
-#[derive(Default)]
-struct OwnerList(Vec<Owner>);
+/// A lease's owners, sorted by uuid, shared with the owner table. Nearly always one, held
+/// inline; shared leases with several local owners spill to a vector.
+enum OwnerList {
+    One(Arc<Owner>),
+    Many(Vec<Arc<Owner>>),
+}
 
 impl OwnerList {
-    fn one(o: Owner) -> OwnerList {
-        OwnerList(vec![o])
-    }
-    fn contains_key(&self, uuid: &str) -> bool {
-        self.0.iter().any(|o| o.uuid == uuid)
-    }
-    fn insert(&mut self, o: Owner) {
-        if let Err(i) = self.0.binary_search_by(|x| x.uuid.cmp(&o.uuid)) {
-            self.0.insert(i, o);
+    fn as_slice(&self) -> &[Arc<Owner>] {
+        match self {
+            OwnerList::One(o) => std::slice::from_ref(o),
+            OwnerList::Many(v) => v,
         }
     }
-    fn remove(&mut self, uuid: &str) -> Option<Owner> {
-        let i = self.0.iter().position(|o| o.uuid == uuid)?;
-        Some(self.0.remove(i))
+    fn contains_key(&self, uuid: &str) -> bool {
+        self.as_slice().iter().any(|o| o.uuid == uuid)
+    }
+    fn insert(&mut self, o: Arc<Owner>) {
+        let mut v = match std::mem::replace(self, OwnerList::Many(Vec::new())) {
+            OwnerList::One(x) => vec![x],
+            OwnerList::Many(v) => v,
+        };
+        if let Err(i) = v.binary_search_by(|x| x.uuid.cmp(&o.uuid)) {
+            v.insert(i, o);
+        }
+        *self = OwnerList::Many(v);
+    }
+    fn remove(&mut self, uuid: &str) -> Option<Arc<Owner>> {
+        match self {
+            OwnerList::One(o) if o.uuid == uuid => {
+                match std::mem::replace(self, OwnerList::Many(Vec::new())) {
+                    OwnerList::One(o) => Some(o),
+                    OwnerList::Many(_) => None,
+                }
+            }
+            OwnerList::One(_) => None,
+            OwnerList::Many(v) => {
+                let i = v.iter().position(|o| o.uuid == uuid)?;
+                Some(v.remove(i))
+            }
+        }
     }
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_slice().is_empty()
     }
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
     fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|o| &o.uuid)
+        self.as_slice().iter().map(|o| &o.uuid)
     }
     fn values(&self) -> impl Iterator<Item = &Owner> {
-        self.0.iter()
+        self.as_slice().iter().map(|o| &**o)
     }
 }
 
 struct OwnerEntry {
-    owner: Owner,
+    owner: Arc<Owner>,
     uid: u32,
-    leases: Vec<LeaseId>,
+    leases: Vec<Arc<LeaseId>>,
 }
 
 /// Something for the I/O shell to do.
@@ -222,13 +251,13 @@ pub enum Event {
     /// An owner now holds a lease (a new lease file lock, or joining a shared lease).
     Acquired {
         /// The disk.
-        disk: String,
+        disk: Arc<str>,
         /// The lease.
-        lease: LeaseId,
+        lease: Arc<LeaseId>,
         /// Mode.
         mode: Mode,
         /// For whom.
-        owner: Owner,
+        owner: Arc<Owner>,
         /// True when this took a new lock (false: joined a shared lease already held here).
         new_lock: bool,
     },
@@ -248,11 +277,11 @@ pub enum Event {
     /// An owner no longer holds a lease.
     Released {
         /// The disk.
-        disk: String,
+        disk: Arc<str>,
         /// The lease.
-        lease: LeaseId,
+        lease: Arc<LeaseId>,
         /// Whose.
-        owner: Owner,
+        owner: Arc<Owner>,
         /// Why.
         cause: Cause,
         /// What happened to the lock: `None` while other local owners keep it.
@@ -261,7 +290,7 @@ pub enum Event {
     /// A holder record could not be rewritten (the lock itself is unaffected).
     HolderNotUpdated {
         /// The lease.
-        lease: LeaseId,
+        lease: Arc<LeaseId>,
         /// Why.
         reason: String,
     },
@@ -369,9 +398,22 @@ pub struct OwnerSelector {
 pub struct Table<B: Backend> {
     backend: B,
     identity: Identity,
-    leases: BTreeMap<LeaseId, Entry<B::Lease>>,
+    /// Lockspace directories, interned.
+    lockspaces: HashSet<Arc<Path>>,
+    leases: BTreeMap<Arc<LeaseId>, Entry<B::Lease>>,
+    /// The disk names leases were first taken under: a release names the disk as the
+    /// acquire did, and finding its lease here spares resolving it again.
+    names: HashMap<Arc<str>, Named>,
     owners: BTreeMap<String, OwnerEntry>,
     effects: Vec<Effect>,
+}
+
+/// The held leases first taken under one disk name.
+enum Named {
+    /// Exactly one.
+    One(Arc<LeaseId>),
+    /// Several (the name pointed at another disk later): ambiguous, resolve it.
+    Several(usize),
 }
 
 impl<B: Backend> Table<B> {
@@ -380,7 +422,9 @@ impl<B: Backend> Table<B> {
         Table {
             backend,
             identity,
+            lockspaces: HashSet::new(),
             leases: BTreeMap::new(),
+            names: HashMap::new(),
             owners: BTreeMap::new(),
             effects: Vec::new(),
         }
@@ -421,6 +465,15 @@ impl<B: Backend> Table<B> {
         }
     }
 
+    fn intern(&mut self, dir: &Path) -> Arc<Path> {
+        if let Some(d) = self.lockspaces.get(dir) {
+            return d.clone();
+        }
+        let d: Arc<Path> = Arc::from(dir);
+        self.lockspaces.insert(d.clone());
+        d
+    }
+
     fn entry_holder(&self, e: &Entry<B::Lease>) -> Holder {
         self.holder(
             e.mode,
@@ -432,10 +485,10 @@ impl<B: Backend> Table<B> {
 
     fn view(&self, id: &LeaseId, e: &Entry<B::Lease>) -> LeaseView {
         LeaseView {
-            disk: e.disk.clone(),
+            disk: e.disk.to_string(),
             key: id.key.to_string(),
-            source: e.source.clone(),
-            lockspace: id.lockspace.clone(),
+            source: e.source.to_owned(),
+            lockspace: id.lockspace.to_path_buf(),
             lease: id.path(),
             mode: e.mode,
             owners: e.owners.values().cloned().collect(),
@@ -448,16 +501,49 @@ impl<B: Backend> Table<B> {
     pub fn owner_uid(&self, owner: &Owner) -> Option<u32> {
         self.owners
             .get(&owner.uuid)
-            .filter(|o| o.owner == *owner)
+            .filter(|o| *o.owner == *owner)
             .map(|o| o.uid)
     }
 
-    /// The held lease first taken under this disk name.
+    /// The pid registered for the owner `uuid`.
+    pub fn owner_pid(&self, uuid: &str) -> Option<u32> {
+        self.owners.get(uuid).map(|o| o.owner.pid)
+    }
+
+    /// The one held lease first taken under this disk name, if exactly one was.
+    pub fn lease_named_once(&self, disk: &str) -> Option<LeaseId> {
+        match self.names.get(disk)? {
+            Named::One(id) => Some((**id).clone()),
+            Named::Several(_) => None,
+        }
+    }
+
+    fn name_added(&mut self, disk: &Arc<str>, id: &Arc<LeaseId>) {
+        match self.names.get_mut(disk) {
+            None => {
+                self.names.insert(disk.clone(), Named::One(id.clone()));
+            }
+            Some(n @ Named::One(_)) => *n = Named::Several(2),
+            Some(Named::Several(k)) => *k += 1,
+        }
+    }
+
+    fn name_removed(&mut self, disk: &str) {
+        match self.names.get_mut(disk) {
+            Some(Named::Several(k)) if *k > 1 => *k -= 1,
+            Some(_) => {
+                self.names.remove(disk);
+            }
+            None => {}
+        }
+    }
+
+    /// A held lease first taken under this disk name (the first in lease order).
     pub fn lease_named(&self, disk: &str) -> Option<LeaseId> {
         self.leases
             .iter()
-            .find(|(_, e)| e.disk == disk)
-            .map(|(id, _)| id.clone())
+            .find(|(_, e)| &*e.disk == disk)
+            .map(|(id, _)| (**id).clone())
     }
 
     /// Every lease held, in lockspace and key order.
@@ -485,8 +571,10 @@ impl<B: Backend> Table<B> {
                 },
             ));
         }
-        if let Some(o) = self.owners.get(&owner.uuid) {
-            if o.owner != owner {
+        // The registered owner is shared by its leases; a new one is registered only if it
+        // ends up holding something.
+        let owner: Arc<Owner> = if let Some(o) = self.owners.get(&owner.uuid) {
+            if *o.owner != owner {
                 let reason = format!(
                     "owner uuid {} is already registered as {:?} with pid {}",
                     owner.uuid, o.owner.name, o.owner.pid
@@ -501,30 +589,30 @@ impl<B: Backend> Table<B> {
                     Refusal::PermissionDenied { reason },
                 ));
             }
-        }
-        // One target per lease; exclusive wins when a request names a lease twice.
-        let mut wanted: Vec<Target> = Vec::with_capacity(targets.len());
-        for t in targets {
-            match wanted.iter_mut().find(|w| w.id() == t.id()) {
-                Some(w) if t.mode == Mode::Exclusive => w.mode = Mode::Exclusive,
-                Some(_) => {}
-                None => wanted.push(t),
-            }
-        }
-        let mut taken: Vec<LeaseId> = Vec::new();
+            o.owner.clone()
+        } else {
+            Arc::new(owner)
+        };
+        let wanted = dedup(targets);
+        let mut taken: Vec<Arc<LeaseId>> = Vec::new();
+        let mut ids: Vec<Arc<LeaseId>> = Vec::with_capacity(wanted.len());
         for t in &wanted {
-            if let Err(refusal) = self.acquire_one(t, &owner, now, &mut taken) {
-                self.effects.push(Effect::Log(Event::Refused {
-                    disk: t.disk.clone(),
-                    lease: Some(t.id()),
-                    mode: t.mode,
-                    owner: owner.clone(),
-                    reason: refusal_text(&refusal),
-                }));
-                for id in taken.into_iter().rev() {
-                    self.drop_owner_from_lease(&id, &owner.uuid, Cause::Rollback);
+            let lockspace = self.intern(&t.lockspace);
+            match self.acquire_one(t, lockspace, &owner, now, &mut taken) {
+                Ok(id) => ids.push(id),
+                Err(refusal) => {
+                    self.effects.push(Effect::Log(Event::Refused {
+                        disk: t.disk.clone(),
+                        lease: Some(t.id()),
+                        mode: t.mode,
+                        owner: (*owner).clone(),
+                        reason: refusal_text(&refusal),
+                    }));
+                    for id in taken.into_iter().rev() {
+                        self.drop_owner_from_lease(&id, &owner.uuid, Cause::Rollback);
+                    }
+                    return Err(refusal);
                 }
-                return Err(refusal);
             }
         }
         if !taken.is_empty() {
@@ -546,12 +634,9 @@ impl<B: Backend> Table<B> {
                 entry.leases.extend(taken);
             }
         }
-        Ok(wanted
+        Ok(ids
             .iter()
-            .filter_map(|t| {
-                let id = t.id();
-                self.leases.get(&id).map(|e| self.view(&id, e))
-            })
+            .filter_map(|id| self.leases.get(id).map(|e| self.view(id, e)))
             .collect())
     }
 
@@ -569,18 +654,24 @@ impl<B: Backend> Table<B> {
         refusal
     }
 
+    /// Takes one target; returns its lease (held, or already ours).
     fn acquire_one(
         &mut self,
         t: &Target,
-        owner: &Owner,
+        lockspace: Arc<Path>,
+        owner: &Arc<Owner>,
         now: u64,
-        taken: &mut Vec<LeaseId>,
-    ) -> Result<(), Refusal> {
-        let id = t.id();
-        if let Some(e) = self.leases.get(&id) {
+        taken: &mut Vec<Arc<LeaseId>>,
+    ) -> Result<Arc<LeaseId>, Refusal> {
+        let id = LeaseId {
+            lockspace,
+            key: t.key.clone(),
+        };
+        if let Some((held, e)) = self.leases.get_key_value(&id) {
+            let held = held.clone();
             if e.owners.contains_key(&owner.uuid) {
                 return if e.mode == t.mode {
-                    Ok(()) // Already ours: nothing to do, nothing to roll back.
+                    Ok(held) // Already ours: nothing to do, nothing to roll back.
                 } else {
                     Err(Refusal::ModeConflict {
                         disk: t.disk.clone(),
@@ -592,16 +683,16 @@ impl<B: Backend> Table<B> {
                 if let Some(e) = self.leases.get_mut(&id) {
                     e.owners.insert(owner.clone());
                 }
-                taken.push(id.clone());
+                taken.push(held.clone());
                 self.effects.push(Effect::Log(Event::Acquired {
-                    disk: t.disk.clone(),
-                    lease: id.clone(),
+                    disk: Arc::from(t.disk.as_str()),
+                    lease: held.clone(),
                     mode: t.mode,
                     owner: owner.clone(),
                     new_lock: false,
                 }));
-                self.rewrite_holder(&id);
-                return Ok(());
+                self.rewrite_holder(&held);
+                return Ok(held);
             }
             // Held here in a conflicting mode: busy, and we know exactly by whom.
             let holder = self.entry_holder(e);
@@ -619,29 +710,35 @@ impl<B: Backend> Table<B> {
                 },
             });
         }
-        let holder = self.holder(t.mode, now, &t.disk, vec![owner.clone()]);
-        match self.backend.acquire(&t.lockspace, &t.key, t.mode, &holder) {
+        let holder = self.holder(t.mode, now, &t.disk, vec![(**owner).clone()]);
+        match self
+            .backend
+            .acquire(&id.lockspace, &id.key, t.mode, &holder)
+        {
             Ok(Acquired::Held(lease)) => {
+                let id = Arc::new(id);
+                let disk: Arc<str> = Arc::from(t.disk.as_str());
+                self.name_added(&disk, &id);
                 self.leases.insert(
                     id.clone(),
                     Entry {
                         lease,
-                        disk: t.disk.clone(),
-                        source: t.source.clone(),
+                        disk: disk.clone(),
+                        source: t.source,
                         mode: t.mode,
                         since: now,
-                        owners: OwnerList::one(owner.clone()),
+                        owners: OwnerList::One(owner.clone()),
                     },
                 );
                 taken.push(id.clone());
                 self.effects.push(Effect::Log(Event::Acquired {
-                    disk: t.disk.clone(),
-                    lease: id,
+                    disk,
+                    lease: id.clone(),
                     mode: t.mode,
                     owner: owner.clone(),
                     new_lock: true,
                 }));
-                Ok(())
+                Ok(id)
             }
             Ok(Acquired::Busy(busy)) => Err(Refusal::Busy {
                 disk: t.disk.clone(),
@@ -655,7 +752,7 @@ impl<B: Backend> Table<B> {
         }
     }
 
-    fn rewrite_holder(&mut self, id: &LeaseId) {
+    fn rewrite_holder(&mut self, id: &Arc<LeaseId>) {
         let Some(e) = self.leases.get(id) else { return };
         let holder = self.entry_holder(e);
         if let Err(err) = self.backend.update(&e.lease, &holder) {
@@ -669,6 +766,9 @@ impl<B: Backend> Table<B> {
     /// Removes `uuid` from the lease's owners (not from the owner's own list); the last
     /// owner out releases the lock.
     fn drop_owner_from_lease(&mut self, id: &LeaseId, uuid: &str, cause: Cause) {
+        let Some(key) = self.leases.get_key_value(id).map(|(k, _)| k.clone()) else {
+            return;
+        };
         let Some(e) = self.leases.get_mut(id) else {
             return;
         };
@@ -680,18 +780,19 @@ impl<B: Backend> Table<B> {
             let Some(e) = self.leases.remove(id) else {
                 return;
             };
+            self.name_removed(&e.disk);
             Some(
                 self.backend
                     .release(e.lease)
                     .map_err(|err| crate::exit::chain_std(&err)),
             )
         } else {
-            self.rewrite_holder(id);
+            self.rewrite_holder(&key);
             None
         };
         self.effects.push(Effect::Log(Event::Released {
             disk,
-            lease: id.clone(),
+            lease: key,
             owner,
             cause,
             file,
@@ -702,7 +803,7 @@ impl<B: Backend> Table<B> {
         let Some(o) = self.owners.get_mut(uuid) else {
             return;
         };
-        o.leases.retain(|l| l != id);
+        o.leases.retain(|l| **l != *id);
         if o.leases.is_empty() {
             self.owners.remove(uuid);
             self.effects.push(Effect::Unwatch {
@@ -724,7 +825,7 @@ impl<B: Backend> Table<B> {
         client_uid: u32,
     ) -> Result<ReleaseOutcome, Refusal> {
         // Check everything first, so that a refusal changes nothing.
-        let mut plan: Vec<(String, LeaseId, Vec<String>)> = Vec::new();
+        let mut plan: Vec<(String, &LeaseId, Vec<String>)> = Vec::new();
         let mut out = ReleaseOutcome::default();
         for (disk, id) in targets {
             let Some(e) = self.leases.get(id) else {
@@ -744,14 +845,14 @@ impl<B: Backend> Table<B> {
                     reason: format!("uid {client_uid} may not release {disk} held for owner {u}"),
                 });
             }
-            if !plan.iter().any(|(_, p, _)| p == id) {
-                plan.push((disk.clone(), id.clone(), uuids));
+            if !plan.iter().any(|(_, p, _)| *p == id) {
+                plan.push((disk.clone(), id, uuids));
             }
         }
         for (disk, id, uuids) in plan {
             for u in uuids {
-                self.drop_owner_from_lease(&id, &u, Cause::Request);
-                self.drop_lease_from_owner(&u, &id);
+                self.drop_owner_from_lease(id, &u, Cause::Request);
+                self.drop_lease_from_owner(&u, id);
             }
             out.released.push(disk);
         }
@@ -792,10 +893,10 @@ impl<B: Backend> Table<B> {
         self.effects.push(Effect::Unwatch {
             uuid: uuid.to_owned(),
         });
-        let mut disks = Vec::new();
+        let mut disks = Vec::with_capacity(o.leases.len());
         for id in o.leases {
             if let Some(e) = self.leases.get(&id) {
-                disks.push(e.disk.clone());
+                disks.push(e.disk.to_string());
             }
             self.drop_owner_from_lease(&id, uuid, cause);
         }
@@ -814,6 +915,40 @@ impl<B: Backend> Table<B> {
             self.release_owner(&u, Cause::Shutdown);
         }
     }
+}
+
+/// One target per lease, in request order; exclusive wins when a request names a lease twice.
+fn dedup(targets: Vec<Target>) -> Vec<Target> {
+    let mut first: HashMap<(&Path, &DiskKey), usize> = HashMap::with_capacity(targets.len());
+    // For each kept target: its index in `targets` and the mode it ends up with.
+    let mut keep: Vec<(usize, Mode)> = Vec::with_capacity(targets.len());
+    for (i, t) in targets.iter().enumerate() {
+        match first.entry((t.lockspace.as_path(), &t.key)) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                if t.mode == Mode::Exclusive
+                    && let Some(k) = keep.get_mut(*o.get())
+                {
+                    k.1 = Mode::Exclusive;
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(keep.len());
+                keep.push((i, t.mode));
+            }
+        }
+    }
+    drop(first);
+    if keep.len() == targets.len() && keep.iter().zip(&targets).all(|((_, m), t)| *m == t.mode) {
+        return targets;
+    }
+    let mut slots: Vec<Option<Target>> = targets.into_iter().map(Some).collect();
+    keep.into_iter()
+        .filter_map(|(i, mode)| {
+            let mut t = slots.get_mut(i)?.take()?;
+            t.mode = mode;
+            Some(t)
+        })
+        .collect()
 }
 
 fn refusal_text(r: &Refusal) -> String {
@@ -860,7 +995,9 @@ mod tests {
                 return Err(LeaseError::HeldHere { path: id.path() });
             }
             if self.broken.contains(key.as_str()) {
-                return Err(LeaseError::NoLocks { path: id.path() });
+                return Err(LeaseError::NoLocks {
+                    dir: id.lockspace.to_path_buf(),
+                });
             }
             match self.elsewhere.get(&id) {
                 Some(Mode::Shared) if mode == Mode::Shared => {}
@@ -916,7 +1053,7 @@ mod tests {
         Target {
             disk: format!("/disk{k}"),
             key: DiskKey::new(format!("key{k}")).unwrap(),
-            source: "file-sha256".into(),
+            source: "file-sha256",
             lockspace: "/ls".into(),
             mode,
         }
@@ -1094,6 +1231,66 @@ mod tests {
         assert!(t.status().is_empty());
     }
 
+    /// A lockspace without POSIX locks (ENOLCK): a one-line refusal naming the directory,
+    /// and nothing held, watched or half-done.
+    #[test]
+    fn no_lock_support_leaves_no_phantom_lease() {
+        let mut t = table();
+        t.backend.broken.insert("key1".into());
+        let r = t.acquire(req(1, &[2, 1], Mode::Exclusive), 1).unwrap_err();
+        let text = refusal_text(&r);
+        assert!(
+            matches!(&r, Refusal::Lease { error: LeaseError::NoLocks { dir }, .. } if dir.as_path() == Path::new("/ls")),
+            "{r:?}"
+        );
+        assert!(
+            text.starts_with("/disk1: lockspace /ls is on a file system without POSIX locks"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'));
+        assert!(t.is_empty());
+        assert!(
+            t.backend().ours.is_empty(),
+            "the lease taken first was given back"
+        );
+        assert!(t.owners.is_empty() && t.names.is_empty());
+        let effects = t.take_effects();
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Watch { .. })));
+        assert!(
+            effects.iter().any(
+                |e| matches!(e, Effect::Log(Event::Refused { reason, .. }) if *reason == text)
+            )
+        );
+    }
+
+    #[test]
+    fn release_finds_the_lease_by_the_name_it_was_taken_under() {
+        let mut t = table();
+        t.acquire(req(1, &[1], Mode::Exclusive), 1).unwrap();
+        assert_eq!(t.lease_named_once("/disk1"), Some(id(1)));
+        assert_eq!(t.lease_named_once("/disk2"), None);
+        // The same name now leads to another disk: the name is ambiguous.
+        let mut other = target(2, Mode::Exclusive);
+        other.disk = "/disk1".into();
+        t.acquire(
+            AcquireRequest {
+                targets: vec![other],
+                owner: owner(1),
+                owner_uid: 1000,
+                client_uid: 1000,
+            },
+            2,
+        )
+        .unwrap();
+        assert_eq!(t.lease_named_once("/disk1"), None);
+        assert!(t.lease_named("/disk1").is_some());
+        t.release(&[("/disk1".into(), id(1))], None, 0).unwrap();
+        assert_eq!(t.lease_named_once("/disk1"), None);
+        t.release(&[("/disk1".into(), id(2))], None, 0).unwrap();
+        assert!(t.names.is_empty());
+        assert_eq!(t.lease_named("/disk1"), None);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Acquire(u32, Vec<u32>, bool),
@@ -1128,7 +1325,7 @@ mod tests {
 
     /// The invariants: no lost or phantom lock, owners and leases agree, watches match.
     fn check(t: &Table<Fake>, watched: &BTreeSet<String>) {
-        let held: BTreeSet<&LeaseId> = t.leases.keys().collect();
+        let held: BTreeSet<&LeaseId> = t.leases.keys().map(|k| &**k).collect();
         let locked: BTreeSet<&LeaseId> = t.backend().ours.keys().collect();
         assert_eq!(held, locked, "table and locks disagree");
         assert_eq!(t.backend().double_open, 0);
@@ -1160,6 +1357,21 @@ mod tests {
         }
         let owners: BTreeSet<String> = t.owners.keys().cloned().collect();
         assert_eq!(&owners, watched, "watches do not match owners");
+        // The name index counts every lease under the name it was first taken under.
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for e in t.leases.values() {
+            *counts.entry(&*e.disk).or_default() += 1;
+        }
+        assert_eq!(counts.len(), t.names.len(), "name index size");
+        for (n, c) in counts {
+            match &t.names[n] {
+                Named::One(id) => {
+                    assert_eq!(c, 1);
+                    assert_eq!(&*t.leases[&**id].disk, n);
+                }
+                Named::Several(k) => assert_eq!(*k, c),
+            }
+        }
     }
 
     proptest! {
