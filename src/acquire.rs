@@ -38,7 +38,12 @@ pub fn acquire(s: &Settings, args: &AcquireArgs) -> anyhow::Result<Code> {
         .pid
         .unwrap_or_else(|| nix::unistd::getppid().as_raw().unsigned_abs());
     let owner = owner(&args.owner, pid);
-    let req = Request::Acquire(AcquireParams { disks, owner });
+    let req = Request::Acquire(AcquireParams {
+        disks,
+        owner,
+        preempt: args.pr.preempt,
+        pr: args.pr.wanted(),
+    });
     let reply: AcquireReply = match call(s, &req)? {
         Ok(r) => r,
         Err(code) => return Ok(code),

@@ -140,6 +140,14 @@ pub struct ReleaseAfterExitArgs {
     /// The second stage, detached from `run`'s process tree.
     #[arg(long)]
     pub detached: bool,
+
+    /// The reservation key to release and unregister with.
+    #[arg(long, value_name = "KEY")]
+    pub pr_key: Option<String>,
+
+    /// A device (MAJ:MIN) whose reservation to release.
+    #[arg(long = "pr-device", value_name = "MAJ:MIN")]
+    pub pr_devices: Vec<String>,
 }
 
 /// The owner options shared by acquire and run.
@@ -152,6 +160,36 @@ pub struct OwnerArgs {
     /// The owner's uuid (default: a new random one).
     #[arg(long, value_name = "UUID")]
     pub uuid: Option<String>,
+}
+
+/// Persistent-reservation options shared by acquire and run.
+#[derive(Debug, Args)]
+pub struct PrFlags {
+    /// Take a disk that another host has reserved at the storage away from it: PREEMPT AND
+    /// ABORT of its key (PREEMPT on targets without it), then verify. For a host that is
+    /// dead or cut off; its writes fail from then on.
+    #[arg(long)]
+    pub preempt: bool,
+
+    /// Reserve these disks at the storage even if persistent_reservations does not apply
+    /// to them by default; fail if one cannot be.
+    #[arg(long, conflicts_with = "no_pr")]
+    pub pr: bool,
+
+    /// Leases only: no persistent reservation for these disks.
+    #[arg(long, conflicts_with = "preempt")]
+    pub no_pr: bool,
+}
+
+impl PrFlags {
+    /// The protocol's `pr` field: `None` follows the configuration.
+    pub fn wanted(&self) -> Option<bool> {
+        match (self.pr, self.no_pr) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +208,9 @@ pub struct AcquireArgs {
 
     #[command(flatten)]
     pub owner: OwnerArgs,
+
+    #[command(flatten)]
+    pub pr: PrFlags,
 
     /// The process whose exit releases the leases (default: the caller's parent).
     #[arg(long, value_name = "PID")]
@@ -229,6 +270,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub owner: OwnerArgs,
+
+    #[command(flatten)]
+    pub pr: PrFlags,
 
     /// Hold the leases in this process even if a daemon runs.
     #[arg(long)]

@@ -182,11 +182,17 @@ pub struct Busy {
     pub holders: Vec<Holder>,
     /// The conflicting lock, when the kernel could say.
     pub lock: Option<LockInfo>,
+    /// When the lease was free but the storage is reserved by another host: who holds the
+    /// persistent reservation, in one line.
+    pub reservation: Option<String>,
 }
 
 impl Busy {
     /// Who holds it, in one line.
     pub fn describe(&self) -> String {
+        if let Some(r) = &self.reservation {
+            return r.clone();
+        }
         if !self.holders.is_empty() {
             let h: Vec<String> = self.holders.iter().map(Holder::describe).collect();
             return format!("held by {}", h.join("; "));
@@ -268,6 +274,15 @@ pub enum LeaseError {
     NoLocks {
         /// The lockspace directory.
         dir: PathBuf,
+    },
+    /// The lease was taken but the disk's persistent reservation could not be (or not be
+    /// given back).
+    #[error("persistent reservation of {disk}: {reason}")]
+    Reservation {
+        /// The disk (its device name).
+        disk: String,
+        /// What failed, one line.
+        reason: String,
     },
     /// This process already holds the lease; opening it again would drop that lock.
     #[error("lease {path} is already held by this process")]
@@ -590,6 +605,7 @@ fn busy(file: &File, path: &Path) -> Busy {
         lease: path.to_path_buf(),
         holders: read_holders(file).unwrap_or_default(),
         lock: lock_info(file, path),
+        reservation: None,
     }
 }
 
@@ -1154,6 +1170,7 @@ mod tests {
                 pid: 42,
                 process: Some("virtlockd".into()),
             }),
+            reservation: None,
         };
         assert_eq!(
             b.describe(),

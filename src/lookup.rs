@@ -180,7 +180,7 @@ fn compat_row(s: &Settings, resolver: &Resolver, input: &OsStr, c: Compat) -> Ro
 }
 
 /// The reason alone when the error would only repeat the input.
-fn error_text(input: &OsStr, e: &ResolveError) -> String {
+pub fn error_text(input: &OsStr, e: &ResolveError) -> String {
     match e {
         ResolveError::Walk(WalkError::NotFound { path }) if path.as_os_str() == input => {
             "no such file or directory".to_owned()

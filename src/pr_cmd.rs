@@ -43,7 +43,7 @@ pub fn open_target(s: &Settings, disk: &OsStr) -> anyhow::Result<Target> {
     let res = s
         .resolver
         .resolve_path(disk, &s.cwd)
-        .map_err(|e| anyhow::anyhow!("{input}: {}", chain_std(&e)))?;
+        .map_err(|e| anyhow::anyhow!("{input}: {}", crate::lookup::error_text(disk, &e)))?;
     let Some(block) = &res.block else {
         bail!("{input}: a disk image file has no persistent reservations");
     };
@@ -144,17 +144,14 @@ fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> 
     }
 }
 
+/// A mistake in the command line: exit status 2, not 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
 fn parse_type(text: &str) -> anyhow::Result<PrType> {
-    text.parse::<PrType>().map_err(|e| {
-        anyhow::anyhow!(
-            "--type {text:?}: {e}; one of {}",
-            PrType::ALL
-                .iter()
-                .map(|t| format!("{} ({})", t.short(), t.scsi_code()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })
+    text.parse::<PrType>()
+        .map_err(|e| Usage(format!("--type {text:?}: {e}")).into())
 }
 
 /// The configured exclusive type.
@@ -178,17 +175,58 @@ fn key_arg(text: Option<&str>, ours: &HostKey) -> anyhow::Result<ReservationKey>
     match text {
         None => Ok(ReservationKey(ours.key)),
         Some(t) => {
-            let k: ReservationKey = t.parse().map_err(|e| anyhow::anyhow!("--key {t:?}: {e}"))?;
+            let k: ReservationKey = t.parse().map_err(|e| Usage(format!("--key {t:?}: {e}")))?;
             if k.is_zero() {
-                bail!("--key {t:?}: 0 is not a reservation key");
+                return Err(Usage(format!("--key {t:?}: 0 is not a reservation key")).into());
             }
             Ok(k)
         }
     }
 }
 
+/// Checks every option before any device is touched: a bad one is exit status 2.
+fn check_usage(args: &PrArgs, ours: &HostKey) -> anyhow::Result<()> {
+    let kind = |k: &Option<String>| k.as_deref().map(parse_type).transpose().map(|_| ());
+    match &args.command {
+        PrCommand::Register { key, .. } => key_arg(key.as_deref(), ours).map(|_| ()),
+        PrCommand::Reserve { key, kind: k, .. } | PrCommand::Release { key, kind: k, .. } => {
+            key_arg(key.as_deref(), ours)?;
+            kind(k)
+        }
+        PrCommand::Preempt {
+            victim, kind: k, ..
+        } => {
+            let v: ReservationKey = victim
+                .parse()
+                .map_err(|e| Usage(format!("--victim {victim:?}: {e}")))?;
+            if v.0 == ours.key {
+                return Err(
+                    Usage(format!("--victim {victim}: that is this host's own key")).into(),
+                );
+            }
+            kind(k)
+        }
+        PrCommand::Check { held, .. } => kind(held),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a `disklock pr` command: exit 2 for a bad command line or configuration, 1 when the
+/// disk or the storage failed, 3 for a reservation conflict.
 pub fn run(s: &Settings, args: &PrArgs) -> anyhow::Result<Code> {
     let ours = host_key(s)?;
+    check_usage(args, &ours)?;
+    match run_with(s, args, &ours) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("disklock: {}", crate::exit::chain(&e));
+            Ok(Code::Partial)
+        }
+    }
+}
+
+fn run_with(s: &Settings, args: &PrArgs, ours: &HostKey) -> anyhow::Result<Code> {
+    let ours = ours.clone();
     let json = args.json;
     match &args.command {
         PrCommand::Key => {
@@ -304,7 +342,7 @@ pub fn run(s: &Settings, args: &PrArgs) -> anyhow::Result<Code> {
             let t = open_target(s, disk)?;
             let v: ReservationKey = victim
                 .parse()
-                .map_err(|e| anyhow::anyhow!("--victim {victim:?}: {e}"))?;
+                .map_err(|e| Usage(format!("--victim {victim:?}: {e}")))?;
             let kind = kind
                 .as_deref()
                 .map_or_else(|| Ok(exclusive_type(s)), parse_type)?;
@@ -627,6 +665,7 @@ struct DriftOut {
     drift: Drift,
     message: String,
     fix: &'static str,
+    repairable: bool,
     fixed: bool,
 }
 
@@ -669,6 +708,7 @@ fn check(
             .map(|d| DriftOut {
                 message: d.to_string(),
                 fix: d.fix(),
+                repairable: d.repairable(),
                 fixed: fixed.contains(d),
                 drift: d.clone(),
             })

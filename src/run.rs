@@ -64,14 +64,14 @@ pub fn run(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
         && let Some(socket) = s.socket.as_deref()
     {
         match Client::connect(socket) {
-            Ok(client) => return through_daemon(s, client, &disks, owner, command),
+            Ok(client) => return through_daemon(s, client, &disks, owner, &args.pr, command),
             Err(ClientError::NotRunning { .. }) => {
                 tracing::info!(socket = %socket.display(), "no daemon: holding the leases in this process");
             }
             Err(e) => return Ok(unreachable_daemon(&e).into()),
         }
     }
-    in_process(s, &disks, owner, command)
+    in_process(s, &disks, owner, &args.pr, command)
 }
 
 fn through_daemon(
@@ -79,6 +79,7 @@ fn through_daemon(
     mut client: Client,
     disks: &[(OsString, DiskMode)],
     owner: Owner,
+    pr: &crate::cli::PrFlags,
     mut command: std::process::Command,
 ) -> anyhow::Result<ExitCode> {
     let disks = disks
@@ -92,7 +93,12 @@ fn through_daemon(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let uuid = owner.uuid.clone();
     if !disks.is_empty() {
-        let req = Request::Acquire(AcquireParams { disks, owner });
+        let req = Request::Acquire(AcquireParams {
+            disks,
+            owner,
+            preempt: pr.preempt,
+            pr: pr.wanted(),
+        });
         match client.call::<AcquireReply>(&req) {
             Ok(Ok(reply)) => {
                 for l in &reply.leases {
@@ -125,8 +131,16 @@ fn in_process(
     s: &Settings,
     disks: &[(OsString, DiskMode)],
     owner: Owner,
+    pr: &crate::cli::PrFlags,
     mut command: std::process::Command,
 ) -> anyhow::Result<ExitCode> {
+    let pr_on = match (s.config.persistent_reservations, pr.wanted()) {
+        (_, Some(false)) => None,
+        (false, None) => None,
+        (_, _) => Some(crate::pr_cmd::host_key(s)?),
+    };
+    // Disks to reserve: (name, device, mode).
+    let mut reserve: Vec<(String, disklock_naming::DevNo, Mode)> = Vec::new();
     let host = HostIdentity::this_host();
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -149,6 +163,35 @@ fn in_process(
         };
         let dir = s.lockspace(r.source.lockspace()).to_path_buf();
         let name = d.to_string_lossy().into_owned();
+        if pr_on.is_some() {
+            let reservable = matches!(
+                r.source,
+                disklock_naming::Source::ScsiWwid | disklock_naming::Source::NvmeWwid
+            ) && !s
+                .config
+                .pr_exclude
+                .iter()
+                .any(|x| x == r.key.as_str() || *x == name);
+            match (&r.block, reservable) {
+                (Some(b), true) => {
+                    if !reserve.iter().any(|(_, d, _)| *d == b.devno) {
+                        reserve.push((name.clone(), b.devno, mode));
+                    } else if mode == Mode::Exclusive {
+                        for x in reserve.iter_mut().filter(|(_, d, _)| *d == b.devno) {
+                            x.2 = Mode::Exclusive;
+                        }
+                    }
+                }
+                _ if pr.pr => {
+                    eprintln!(
+                        "disklock: {name}: --pr: no persistent reservation for a disk keyed by {}",
+                        r.source.as_str()
+                    );
+                    return Ok(Code::Usage.into());
+                }
+                _ => {}
+            }
+        }
         match wanted.iter_mut().find(|w| w.1 == dir && w.2 == r.key) {
             Some(w) if mode == Mode::Exclusive => w.3 = Mode::Exclusive,
             Some(_) => {}
@@ -186,9 +229,44 @@ fn in_process(
         release_all(held);
         return Ok(code.into());
     }
-    if !held.is_empty() {
+    let mut reserved: Vec<String> = Vec::new();
+    if let Some(hk) = &pr_on {
+        let key = disklock_scsi::pr::ReservationKey(hk.key);
+        for (name, devno, mode) in &reserve {
+            let kind = match mode {
+                Mode::Exclusive => crate::pr_cmd::exclusive_type(s),
+                Mode::Shared => crate::pr_cmd::shared_type(s),
+            };
+            let outcome = crate::pr::open_storage(&s.resolver, *devno)
+                .map_err(|e| (Code::Partial, e))
+                .and_then(|paths| {
+                    crate::pr::take(&paths, key, kind, pr.preempt, name).map_err(|e| {
+                        let code = match e {
+                            crate::pr::engine::PrError::Busy { .. } => Code::Busy,
+                            _ => Code::Partial,
+                        };
+                        (code, chain_std(&e))
+                    })
+                });
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(event = "pr-reserve", disk = %name, kind = kind.short(), "reserved {name} ({})", kind.short());
+                    reserved.push(format!("{devno}"));
+                }
+                Err((code, e)) => {
+                    let busy = if code == Code::Busy { "busy: " } else { "" };
+                    eprintln!("disklock: {name}: {busy}persistent reservation: {e}");
+                    release_reservations(&reserved, key);
+                    release_all(held);
+                    return Ok(code.into());
+                }
+            }
+        }
+    }
+    if !held.is_empty() || !reserved.is_empty() {
         // Started while the lease fds are still close-on-exec, so it inherits none.
-        if let Err(e) = spawn_releaser(me_of(&held), &held) {
+        let pr_key = pr_on.as_ref().map(|h| h.key);
+        if let Err(e) = spawn_releaser(me_of(&held), &held, pr_key, &reserved) {
             tracing::warn!(error = %e, "the lease files will stay behind when the command exits");
         }
     }
@@ -200,8 +278,31 @@ fn in_process(
         }
     }
     let err = command.exec();
+    if let Some(hk) = &pr_on {
+        release_reservations(&reserved, disklock_scsi::pr::ReservationKey(hk.key));
+    }
     release_all(held);
     Ok(exec_failed(command.get_program(), &err))
+}
+
+/// Releases the reservations of the devices `reserved` (`MAJ:MIN`) and unregisters `key`
+/// on all their paths; failures are logged (the registration then shows in `pr check`).
+fn release_reservations(reserved: &[String], key: disklock_scsi::pr::ReservationKey) {
+    let resolver = disklock_naming::Resolver::new(disklock_naming::SysRoot::host(), &[]);
+    for d in reserved.iter().rev() {
+        let Some(devno) = disklock_naming::DevNo::parse(d) else {
+            tracing::warn!(device = %d, "not a device number");
+            continue;
+        };
+        let result = crate::pr::open_storage(&resolver, devno)
+            .and_then(|paths| crate::pr::engine::release(&paths, key).map_err(|e| chain_std(&e)));
+        match result {
+            Ok(()) => {
+                tracing::info!(event = "pr-release", device = %d, "released the reservation of {d}")
+            }
+            Err(e) => tracing::warn!(device = %d, error = %e, "reservation of {d} not released"),
+        }
+    }
 }
 
 fn me_of(held: &[Lease]) -> (String, u32) {
@@ -218,7 +319,12 @@ fn me_of(held: &[Lease]) -> (String, u32) {
 /// (its own process group, reparented to init) that waits for this process — soon the
 /// command — to exit and then releases `held` as the daemon releases a lease on its last
 /// release. Returns once it watches this process, so no exit can slip past it.
-fn spawn_releaser((host_id, pid): (String, u32), held: &[Lease]) -> anyhow::Result<()> {
+fn spawn_releaser(
+    (host_id, pid): (String, u32),
+    held: &[Lease],
+    pr_key: Option<u64>,
+    reserved: &[String],
+) -> anyhow::Result<()> {
     use std::io::BufRead as _;
     use std::os::unix::ffi::OsStrExt as _;
     use std::process::Stdio;
@@ -234,6 +340,12 @@ fn spawn_releaser((host_id, pid): (String, u32), held: &[Lease]) -> anyhow::Resu
         let mut v = format!("{}:{}:{}:", h.mode.as_str(), h.dev, h.ino).into_bytes();
         v.extend_from_slice(h.path.as_os_str().as_bytes());
         cmd.arg("--lease").arg(std::ffi::OsStr::from_bytes(&v));
+    }
+    if let Some(k) = pr_key {
+        cmd.arg("--pr-key").arg(disklock_conf::format_host_key(k));
+        for d in reserved {
+            cmd.arg("--pr-device").arg(d);
+        }
     }
     let mut child = cmd
         .stdin(Stdio::null())
@@ -292,6 +404,14 @@ pub fn release_after_exit(args: &crate::cli::ReleaseAfterExitArgs) -> ExitCode {
     }
     watch.wait();
     let mut code = Code::Ok;
+    // The reservations first: the storage must not fence the disk after its lease is free.
+    if let Some(k) = args
+        .pr_key
+        .as_deref()
+        .and_then(disklock_conf::parse_host_key)
+    {
+        release_reservations(&args.pr_devices, disklock_scsi::pr::ReservationKey(k));
+    }
     for h in leases.iter().rev() {
         match lockspace::release_after_exit(h) {
             Ok(r) => {

@@ -5,7 +5,10 @@
 //! - [`protocol`]: the Varlink messages (`src/io.disklock.Lease.varlink`), used by the
 //!   client too.
 //! - [`server`]: the I/O shell: socket, connections, owner watches, logging.
+//! - [`pr_layer`]: the backend that adds a persistent reservation at the storage to each
+//!   lease of a SCSI or NVMe disk (`persistent_reservations = 1`).
 
+pub mod pr_layer;
 pub mod protocol;
 pub mod server;
 pub mod table;

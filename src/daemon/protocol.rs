@@ -85,6 +85,14 @@ pub struct AcquireParams {
     pub disks: Vec<DiskRequest>,
     /// For whom.
     pub owner: Owner,
+    /// Take a disk reserved by another host's key from it (PREEMPT AND ABORT, or PREEMPT
+    /// where the target lacks it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preempt: bool,
+    /// Persistent reservations for these disks: `false` skips them, `true` requires them,
+    /// absent follows the daemon's configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr: Option<bool>,
 }
 
 /// `Acquire` reply.
@@ -495,6 +503,17 @@ mod tests {
                     mode: DiskMode::Readonly,
                 }],
                 owner: owner(),
+                preempt: false,
+                pr: None,
+            }),
+            Request::Acquire(AcquireParams {
+                disks: vec![DiskRequest {
+                    path: "/d".into(),
+                    mode: DiskMode::Exclusive,
+                }],
+                owner: owner(),
+                preempt: true,
+                pr: Some(false),
             }),
             Request::Release(ReleaseParams {
                 disks: vec!["/d".into()],
@@ -521,6 +540,8 @@ mod tests {
                 mode: DiskMode::Shared,
             }],
             owner: owner(),
+            preempt: false,
+            pr: None,
         })
         .to_call();
         assert_eq!(

@@ -31,13 +31,13 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::pr_layer::{self, Plan, PrBackend};
 use super::protocol::{
     self, AcquireParams, AcquireReply, Call, DiskMode, Failure, Framer, Info, MAX_MESSAGE, Request,
     StatusReply, VersionReply,
 };
 use super::table::{
-    AcquireRequest, Effect, Event, FileBackend, Identity, LeaseId, OwnerSelector, Refusal, Table,
-    Target,
+    AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, Table, Target,
 };
 use crate::exit::{Code, chain_std};
 use crate::lockspace::{HostIdentity, LeaseError, Mode, Owner, Released};
@@ -74,6 +74,8 @@ enum Cmd {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+    /// Time to check the reservations held (every `pr_check_interval`).
+    CheckReservations,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -98,9 +100,27 @@ fn raise_nofile_limit() {
 }
 
 async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
+    // A configuration that asks for reservations without a usable host key fails here,
+    // before the socket exists, not at the first acquire.
+    let pr = pr_settings(&settings)?;
     let (listener, _guard) = listen(socket)?;
     let (tx, rx) = mpsc::channel::<Cmd>(1024);
-    let table = tokio::spawn(table_task(settings, rx, tx.clone()));
+    let interval = settings.config.pr_check_interval;
+    let table = tokio::spawn(table_task(settings, pr, rx, tx.clone()));
+    if pr.is_some() && interval > 0 {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(interval.into()));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if tx.send(Cmd::CheckReservations).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     tracing::info!(
         event = "start",
         socket = %socket.display(),
@@ -155,6 +175,20 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
         anyhow::bail!("the lease table task panicked");
     }
     Ok(Code::Ok)
+}
+
+/// This host's key and the reservation types, when `persistent_reservations = 1`.
+fn pr_settings(settings: &Settings) -> anyhow::Result<Option<pr_layer::Settings>> {
+    if !settings.config.persistent_reservations {
+        return Ok(None);
+    }
+    let hk = crate::pr_cmd::host_key(settings).context("persistent_reservations = 1")?;
+    tracing::info!(event = "pr-key", key = %disklock_conf::format_host_key(hk.key), from = %hk.from, "persistent reservations on, host key {} from {}", disklock_conf::format_host_key(hk.key), hk.from);
+    Ok(Some(pr_layer::Settings {
+        key: disklock_scsi::pr::ReservationKey(hk.key),
+        exclusive: crate::pr_cmd::exclusive_type(settings),
+        shared: crate::pr_cmd::shared_type(settings),
+    }))
 }
 
 /// Tells systemd how the daemon is doing (`Type=notify`): one datagram to `$NOTIFY_SOCKET`
@@ -345,7 +379,7 @@ async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> (Vec<u8>, boo
 /// The table task's state besides the table.
 struct Shell {
     settings: Settings,
-    table: Table<FileBackend>,
+    table: Table<PrBackend>,
     /// Watches of the owners the table holds leases for, by uuid.
     watches: HashMap<String, Watch>,
     /// Watches of owners that hold nothing any more, kept (at most [`IDLE_WATCHES`]) for an
@@ -356,15 +390,22 @@ struct Shell {
     tx: mpsc::Sender<Cmd>,
 }
 
-async fn table_task(settings: Settings, mut rx: mpsc::Receiver<Cmd>, tx: mpsc::Sender<Cmd>) {
+async fn table_task(
+    settings: Settings,
+    pr: Option<pr_layer::Settings>,
+    mut rx: mpsc::Receiver<Cmd>,
+    tx: mpsc::Sender<Cmd>,
+) {
     let identity = Identity {
         host: HostIdentity::this_host(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
+    let resolver =
+        disklock_naming::Resolver::new(settings.resolver.root().clone(), settings.resolver.order());
     let mut shell = Shell {
+        table: Table::new(PrBackend::new(pr, resolver), identity),
         settings,
-        table: Table::new(FileBackend, identity),
         watches: HashMap::new(),
         idle: HashMap::new(),
         pending: HashMap::new(),
@@ -379,6 +420,7 @@ async fn table_task(settings: Settings, mut rx: mpsc::Receiver<Cmd>, tx: mpsc::S
                 let _ = reply.send(r);
             }
             Cmd::OwnerDied { uuid, pid } => shell.owner_died(&uuid, pid),
+            Cmd::CheckReservations => shell.check_reservations(),
             Cmd::Shutdown { done } => {
                 tracing::info!(
                     event = "stop",
@@ -424,6 +466,17 @@ impl Shell {
         self.watches.remove(uuid);
         self.table.owner_died(uuid);
         self.effects();
+    }
+
+    /// Checks and repairs the reservations held; one event per drift found.
+    fn check_reservations(&mut self) {
+        for f in self.table.backend_mut().maintain() {
+            if f.repaired {
+                tracing::info!(event = "pr-repaired", disk = %f.disk, drift = %f.drift, "{}: {}; repaired: {}", f.disk, f.drift, f.drift.fix());
+            } else {
+                tracing::warn!(event = "pr-drift", disk = %f.disk, drift = %f.drift, "{}: {}; {}", f.disk, f.drift, f.drift.fix());
+            }
+        }
     }
 
     fn request(&mut self, req: Request, peer: Peer) -> Vec<u8> {
@@ -495,7 +548,19 @@ impl Shell {
     }
 
     fn acquire(&mut self, p: AcquireParams, peer: Peer) -> Result<AcquireReply, Failure> {
-        let AcquireParams { disks, owner } = p;
+        let AcquireParams {
+            disks,
+            owner,
+            preempt,
+            pr,
+        } = p;
+        if pr == Some(true) && !self.table.backend().enabled() {
+            return Err(Failure::InvalidParameter {
+                parameter: "pr: persistent reservations are off in the daemon's configuration \
+                            (persistent_reservations = 0)"
+                    .into(),
+            });
+        }
         if disks.is_empty() || disks.len() > MAX_DISKS {
             return Err(Failure::InvalidParameter {
                 parameter: format!("disks: between 1 and {MAX_DISKS} disks are needed"),
@@ -528,27 +593,76 @@ impl Shell {
                     continue;
                 }
             };
-            match resolve(&self.settings, &d.path, mode) {
-                Ok(t) => targets.push(t),
+            match resolve_with(&self.settings, &d.path, mode) {
+                Ok((t, r)) => {
+                    if let Some(plan) = self.pr_plan(&t, &r, pr, preempt)? {
+                        self.table.backend_mut().plan(t.key.clone(), plan);
+                    }
+                    targets.push(t);
+                }
                 Err(f) => {
+                    self.table.backend_mut().clear_plans();
                     tracing::warn!(event = "refuse", disk = %d.path, owner = %owner.name, owner_uuid = %owner.uuid, reason = %f, "refused {}: {f}", d.path);
                     return Err(f);
                 }
             }
         }
-        let leases = self
-            .table
-            .acquire(
-                AcquireRequest {
-                    targets,
-                    owner,
-                    owner_uid,
-                    client_uid: peer.uid,
-                },
-                now(),
-            )
-            .map_err(failure)?;
+        let result = self.table.acquire(
+            AcquireRequest {
+                targets,
+                owner,
+                owner_uid,
+                client_uid: peer.uid,
+            },
+            now(),
+        );
+        self.table.backend_mut().clear_plans();
+        let leases = result.map_err(failure)?;
         Ok(AcquireReply { leases, skipped })
+    }
+
+    /// Whether and how a resolved disk gets a reservation: reservations on, a SCSI or NVMe
+    /// key, not in `pr_exclude` (by key or as named), and not turned off for this request
+    /// (`pr = false`). `pr = true` insists: a disk that cannot be reserved is an error.
+    fn pr_plan(
+        &self,
+        t: &Target,
+        r: &disklock_naming::Resolution,
+        pr: Option<bool>,
+        preempt: bool,
+    ) -> Result<Option<Plan>, Failure> {
+        if pr == Some(false) || !self.table.backend().enabled() {
+            return Ok(None);
+        }
+        let excluded = self
+            .settings
+            .config
+            .pr_exclude
+            .iter()
+            .any(|x| x == t.key.as_str() || x == &t.disk);
+        let reservable = matches!(
+            r.source,
+            disklock_naming::Source::ScsiWwid | disklock_naming::Source::NvmeWwid
+        );
+        match (&r.block, reservable && !excluded) {
+            (Some(b), true) => Ok(Some(Plan {
+                devno: b.devno,
+                disk: t.disk.clone(),
+                preempt,
+            })),
+            _ if pr == Some(true) => Err(Failure::InvalidParameter {
+                parameter: format!(
+                    "pr: {} cannot get a persistent reservation ({})",
+                    t.disk,
+                    if excluded {
+                        "it is in pr_exclude".to_owned()
+                    } else {
+                        format!("its key comes from {}, not a SCSI or NVMe WWID", t.source)
+                    }
+                ),
+            }),
+            _ => Ok(None),
+        }
     }
 
     fn effects(&mut self) {
@@ -714,6 +828,15 @@ async fn poll(pid: u32, start: Option<u64>) {
 }
 
 fn resolve(settings: &Settings, disk: &str, mode: Mode) -> Result<Target, Failure> {
+    resolve_with(settings, disk, mode).map(|(t, _)| t)
+}
+
+/// The target and the resolution it came from.
+fn resolve_with(
+    settings: &Settings,
+    disk: &str,
+    mode: Mode,
+) -> Result<(Target, disklock_naming::Resolution), Failure> {
     let unknown = |reason: String| Failure::UnknownDisk {
         disk: disk.to_owned(),
         reason,
@@ -725,13 +848,14 @@ fn resolve(settings: &Settings, disk: &str, mode: Mode) -> Result<Target, Failur
         .resolver
         .resolve_path(std::ffi::OsStr::new(disk), Path::new("/"))
         .map_err(|e| unknown(chain_std(&e)))?;
-    Ok(Target {
+    let t = Target {
         disk: disk.to_owned(),
         lockspace: settings.lockspace(r.source.lockspace()).to_path_buf(),
-        key: r.key,
+        key: r.key.clone(),
         source: r.source.as_str(),
         mode,
-    })
+    };
+    Ok((t, r))
 }
 
 fn failure(r: Refusal) -> Failure {

@@ -446,10 +446,14 @@ impl<B: Backend> Table<B> {
         self.leases.is_empty()
     }
 
-    /// The backend (for tests).
-    #[cfg(test)]
+    /// The backend.
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// The backend, to prepare or maintain what it keeps beside the leases.
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
     }
 
     fn holder(&self, mode: Mode, since: u64, disk: &str, owners: Vec<Owner>) -> Holder {
@@ -707,6 +711,7 @@ impl<B: Backend> Table<B> {
                         pid: i32::try_from(self.identity.pid).unwrap_or(0),
                         process: Some("disklock".to_owned()),
                     }),
+                    reservation: None,
                 },
             });
         }
@@ -1006,6 +1011,7 @@ mod tests {
                         lease: id.path(),
                         holders: vec![],
                         lock: None,
+                        reservation: None,
                     }));
                 }
                 None => {}

@@ -4,7 +4,7 @@
 pub mod engine;
 pub mod hostkey;
 
-use disklock_naming::{PathKind, StoragePath};
+use disklock_naming::{DevNo, PathKind, Resolver, StoragePath};
 use disklock_scsi::pr::{PersistentReservations, PrType, ReservationKey};
 use disklock_scsi::{Device, ScsiError, blkpr::BlockPr};
 
@@ -93,4 +93,47 @@ pub fn open_path(p: &StoragePath) -> Result<Option<engine::Path<Handle>>, ScsiEr
         name: p.name.clone(),
         dev,
     }))
+}
+
+/// Opens every path to the storage of device `devno`; an error is one line.
+pub fn open_storage(
+    resolver: &Resolver,
+    devno: DevNo,
+) -> Result<Vec<engine::Path<Handle>>, String> {
+    let storage = resolver
+        .storage_paths(devno)
+        .map_err(|e| crate::exit::chain_std(&e))?;
+    let mut paths = Vec::with_capacity(storage.len());
+    for p in &storage {
+        match open_path(p) {
+            Ok(Some(h)) => paths.push(h),
+            Ok(None) => {}
+            Err(e) => return Err(crate::exit::chain_std(&e)),
+        }
+    }
+    if paths.is_empty() {
+        return Err("no SCSI or NVMe path to the disk".into());
+    }
+    Ok(paths)
+}
+
+/// Takes the disk for `key` with a `kind` reservation; with `preempt`, a disk reserved by
+/// another single key is taken from it (PREEMPT AND ABORT, else PREEMPT). `disk` names it in
+/// the log.
+pub fn take(
+    paths: &[engine::Path<Handle>],
+    key: ReservationKey,
+    kind: PrType,
+    preempt: bool,
+    disk: &str,
+) -> Result<(), engine::PrError> {
+    match engine::acquire(paths, key, kind) {
+        Err(engine::PrError::Busy {
+            holder: Some(victim),
+            ..
+        }) if preempt => engine::preempt(paths, key, victim, kind, true).map(|p| {
+            tracing::info!(event = "pr-preempt", disk = %disk, victim = %p.victim, aborted = p.aborted, fell_back = p.fell_back, "took {disk} from {}", engine::key_label(p.victim));
+        }),
+        other => other.map(|_| ()),
+    }
 }

@@ -53,12 +53,11 @@ impl Lu {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A path through nexus `nexus`, named `name`.
-    pub fn path(self: &Arc<Lu>, nexus: u32, name: &str) -> SimPath {
+    /// A path through nexus `nexus`.
+    pub fn path(self: &Arc<Lu>, nexus: u32) -> SimPath {
         SimPath {
             lu: Arc::clone(self),
             nexus,
-            name: name.to_owned(),
         }
     }
 
@@ -106,7 +105,6 @@ impl Lu {
 pub struct SimPath {
     lu: Arc<Lu>,
     nexus: u32,
-    name: String,
 }
 
 fn conflict(op: u8) -> ScsiError {
@@ -159,11 +157,6 @@ impl SimPath {
             }
         }
         before - s.regs.len()
-    }
-
-    /// The name given at creation (for tests' messages).
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
@@ -236,14 +229,14 @@ impl PersistentReservations for SimPath {
         if self.registered(&s) != Some(key.0) {
             return Err(conflict(PR_OUT));
         }
-        if let Some((holder, _, t)) = s.res {
-            if t.all_registrants() || holder == self.nexus {
-                if t != kind {
-                    // INVALID RELEASE OF PERSISTENT RESERVATION
-                    return Err(illegal(PR_OUT, 0x26, 0x04));
-                }
-                s.res = None;
+        if let Some((holder, _, t)) = s.res
+            && (t.all_registrants() || holder == self.nexus)
+        {
+            if t != kind {
+                // INVALID RELEASE OF PERSISTENT RESERVATION
+                return Err(illegal(PR_OUT, 0x26, 0x04));
             }
+            s.res = None;
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ fn host(lu: &Arc<Lu>, h: u32, n: u32) -> (ReservationKey, Vec<Path<SimPath>>) {
         .map(|i| {
             let name = format!("sd{}{}", char::from(b'a' + u8::try_from(h).unwrap()), i);
             Path {
-                dev: lu.path(h * 10 + i, &name),
+                dev: lu.path(h * 10 + i),
                 name,
             }
         })
@@ -56,7 +56,7 @@ fn exclusive_acquire_registers_every_path_and_fences_others() {
     );
     assert_eq!(lu.keys(), [a.0, a.0]);
     // Acquiring again is a no-op that keeps the reservation.
-    assert_eq!(acquire(&pa, a, WERO).unwrap().reserved, false);
+    assert!(!acquire(&pa, a, WERO).unwrap().reserved);
     // A releases: nothing left; B gets it.
     release(&pa, a).unwrap();
     assert_eq!(lu.keys(), Vec::<u64>::new());
@@ -72,7 +72,7 @@ fn exclusive_is_refused_while_shared_and_vice_versa() {
     let (b, pb) = host(&lu, 2, 2);
     let (c, pc) = host(&lu, 3, 1);
     acquire(&pa, a, WEAR).unwrap();
-    assert_eq!(acquire(&pb, b, WEAR).unwrap().reserved, false);
+    assert!(!acquire(&pb, b, WEAR).unwrap().reserved);
     assert_eq!(lu.reservation(), Some((0, WEAR)));
     assert!(lu.may_write(10) && lu.may_write(20) && lu.may_write(21));
     assert!(!lu.may_write(30));
@@ -188,7 +188,7 @@ fn stale_registrations_collisions_and_takeovers_are_reported() {
 
     // Another host configured with A's key: more registrations than A has paths.
     acquire(&pa, a, WERO).unwrap();
-    let twin = lu.path(99, "twin");
+    let twin = lu.path(99);
     disklock_scsi::pr::PersistentReservations::register(
         &twin,
         ReservationKey(0),

@@ -1,0 +1,279 @@
+//! The persistent-reservation layer of the daemon: a [`Backend`] that takes the lease file
+//! first and then the disk's reservation at the storage, and gives both back in the other
+//! order.
+//!
+//! The table knows nothing of reservations: it asks its backend for a lease, and this one
+//! says Busy when the lease is free but another host holds the reservation (so nothing stays
+//! taken, as for any busy disk). Which disks get a reservation, with what type and whether a
+//! holder may be preempted, the shell says before each acquire ([`PrBackend::plan`]); held
+//! reservations are kept here with their open paths (one fd per path for as long as the disk
+//! is held: no process is spawned and nothing is reopened on the lock path), and
+//! [`PrBackend::maintain`] re-checks them: a path that appeared is registered, a reservation a
+//! target lost is made again.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use disklock_naming::{DevNo, DiskKey, Resolver};
+use disklock_scsi::pr::{PrType, ReservationKey};
+
+use super::table::{Backend, FileBackend};
+use crate::lockspace::{self, Acquired, Busy, Holder, LeaseError, Mode, Released};
+use crate::pr::engine::{self, Drift, PrError};
+use crate::pr::{Handle, open_path};
+
+/// How one disk of the next acquire is to be reserved.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The disk's device (its storage paths are found from it).
+    pub devno: DevNo,
+    /// The disk as the client named it (for messages).
+    pub disk: String,
+    /// Take the disk from the current holder if it is reserved by another key.
+    pub preempt: bool,
+}
+
+/// A reservation this daemon holds.
+struct Hold {
+    devno: DevNo,
+    disk: String,
+    kind: PrType,
+    paths: Vec<engine::Path<Handle>>,
+}
+
+/// A lease file lock and, when the disk has one, the key of its reservation here.
+#[derive(Debug)]
+pub struct PrLease {
+    file: lockspace::Lease,
+    reserved: Option<DiskKey>,
+}
+
+/// Reservation types and this host's key.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// This host's key.
+    pub key: ReservationKey,
+    /// The type of an exclusive disk.
+    pub exclusive: PrType,
+    /// The type a shared disk joins.
+    pub shared: PrType,
+}
+
+/// Something [`PrBackend::maintain`] found or did, for the log.
+#[derive(Debug)]
+pub struct Finding {
+    /// The disk.
+    pub disk: String,
+    /// What differed.
+    pub drift: Drift,
+    /// Whether it was repaired.
+    pub repaired: bool,
+}
+
+/// Lease files plus reservations.
+pub struct PrBackend {
+    files: FileBackend,
+    settings: Option<Settings>,
+    resolver: Resolver,
+    plans: HashMap<DiskKey, Plan>,
+    holds: HashMap<DiskKey, Hold>,
+}
+
+impl PrBackend {
+    /// Without `settings` (no host key, or reservations off) it is the file backend alone.
+    pub fn new(settings: Option<Settings>, resolver: Resolver) -> PrBackend {
+        PrBackend {
+            files: FileBackend,
+            settings,
+            resolver,
+            plans: HashMap::new(),
+            holds: HashMap::new(),
+        }
+    }
+
+    /// Whether reservations are on at all.
+    pub fn enabled(&self) -> bool {
+        self.settings.is_some()
+    }
+
+    /// Says how the disk named `key` is to be reserved by the next acquire (until
+    /// [`clear_plans`](Self::clear_plans)).
+    pub fn plan(&mut self, key: DiskKey, plan: Plan) {
+        self.plans.insert(key, plan);
+    }
+
+    /// Forgets the plans of the last acquire.
+    pub fn clear_plans(&mut self) {
+        self.plans.clear();
+    }
+
+    /// Checks every held reservation and repairs what drifted: paths that appeared since are
+    /// opened and registered, a lost reservation is made again.
+    pub fn maintain(&mut self) -> Vec<Finding> {
+        let Some(st) = self.settings else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for hold in self.holds.values_mut() {
+            refresh_paths(&self.resolver, hold);
+            let drift = match engine::check(&hold.paths, st.key, Some(hold.kind)) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(event = "pr-check-failed", disk = %hold.disk, error = %crate::exit::chain_std(&e), "cannot check the reservation of {}", hold.disk);
+                    continue;
+                }
+            };
+            if drift.is_empty() {
+                continue;
+            }
+            let fixed = match engine::repair(&hold.paths, st.key, Some(hold.kind), &drift) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(event = "pr-repair-failed", disk = %hold.disk, error = %crate::exit::chain_std(&e), "cannot repair the reservation of {}", hold.disk);
+                    Vec::new()
+                }
+            };
+            for d in drift {
+                found.push(Finding {
+                    disk: hold.disk.clone(),
+                    repaired: fixed.contains(&d),
+                    drift: d,
+                });
+            }
+        }
+        found
+    }
+
+    fn reserve(
+        &mut self,
+        st: Settings,
+        key: &DiskKey,
+        mode: Mode,
+        plan: &Plan,
+    ) -> Result<Option<String>, LeaseError> {
+        let kind = match mode {
+            Mode::Exclusive => st.exclusive,
+            Mode::Shared => st.shared,
+        };
+        let fail = |reason: String| LeaseError::Reservation {
+            disk: plan.disk.clone(),
+            reason,
+        };
+        let paths = crate::pr::open_storage(&self.resolver, plan.devno).map_err(fail)?;
+        let outcome = crate::pr::take(&paths, st.key, kind, plan.preempt, &plan.disk);
+        match outcome {
+            Ok(()) => {
+                self.holds.insert(
+                    key.clone(),
+                    Hold {
+                        devno: plan.devno,
+                        disk: plan.disk.clone(),
+                        kind,
+                        paths,
+                    },
+                );
+                Ok(None)
+            }
+            Err(e @ PrError::Busy { .. }) => Ok(Some(format!(
+                "the disk is {} at the storage{}",
+                e,
+                if plan.preempt {
+                    ""
+                } else {
+                    " (acquire --preempt takes it over)"
+                }
+            ))),
+            Err(e) => Err(fail(crate::exit::chain_std(&e))),
+        }
+    }
+}
+
+/// Opens paths that appeared since the hold was taken and drops ones that are gone.
+fn refresh_paths(resolver: &Resolver, hold: &mut Hold) {
+    let Ok(now) = resolver.storage_paths(hold.devno) else {
+        return;
+    };
+    hold.paths.retain(|p| now.iter().any(|n| n.name == p.name));
+    for n in &now {
+        if hold.paths.iter().any(|p| p.name == n.name) {
+            continue;
+        }
+        match open_path(n) {
+            Ok(Some(h)) => {
+                tracing::info!(event = "pr-path-added", disk = %hold.disk, path = %n.name, "new path {} to {}", n.name, hold.disk);
+                hold.paths.push(h);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(disk = %hold.disk, path = %n.name, error = %crate::exit::chain_std(&e), "cannot open new path {}", n.name)
+            }
+        }
+    }
+}
+
+impl Backend for PrBackend {
+    type Lease = PrLease;
+
+    fn acquire(
+        &mut self,
+        dir: &Path,
+        key: &DiskKey,
+        mode: Mode,
+        holder: &Holder,
+    ) -> Result<Acquired<PrLease>, LeaseError> {
+        let file = match self.files.acquire(dir, key, mode, holder)? {
+            Acquired::Held(l) => l,
+            Acquired::Busy(b) => return Ok(Acquired::Busy(b)),
+        };
+        let (Some(st), Some(plan)) = (self.settings, self.plans.get(key).cloned()) else {
+            return Ok(Acquired::Held(PrLease {
+                file,
+                reserved: None,
+            }));
+        };
+        match self.reserve(st, key, mode, &plan) {
+            Ok(None) => Ok(Acquired::Held(PrLease {
+                file,
+                reserved: Some(key.clone()),
+            })),
+            Ok(Some(busy)) => {
+                let lease = file.path().to_path_buf();
+                let _ = self.files.release(file);
+                Ok(Acquired::Busy(Busy {
+                    lease,
+                    holders: Vec::new(),
+                    lock: None,
+                    reservation: Some(busy),
+                }))
+            }
+            Err(e) => {
+                let _ = self.files.release(file);
+                Err(e)
+            }
+        }
+    }
+
+    fn update(&mut self, lease: &PrLease, holder: &Holder) -> Result<(), LeaseError> {
+        self.files.update(&lease.file, holder)
+    }
+
+    fn release(&mut self, lease: PrLease) -> Result<Released, LeaseError> {
+        let mut pr_error = None;
+        if let (Some(key), Some(st)) = (&lease.reserved, self.settings)
+            && let Some(hold) = self.holds.remove(key)
+            && let Err(e) = engine::release(&hold.paths, st.key)
+        {
+            // The lease goes anyway: keeping it would hold the disk for an owner that is
+            // gone. The registration left behind shows in `disklock pr check`.
+            pr_error = Some(LeaseError::Reservation {
+                disk: hold.disk.clone(),
+                reason: crate::exit::chain_std(&e),
+            });
+        }
+        let released = self.files.release(lease.file)?;
+        match pr_error {
+            Some(e) => Err(e),
+            None => Ok(released),
+        }
+    }
+}
