@@ -105,6 +105,18 @@ pub enum Command {
     )]
     Run(RunArgs),
 
+    /// Fence another host off disks at the storage: preempt its reservation key.
+    ///
+    /// PREEMPT AND ABORT (PREEMPT on targets without it, such as tgt) of VICTIM's key on
+    /// each DISK, leaving this host registered on every path and holding a pr_type
+    /// reservation, then checks that the victim's key is gone. VICTIM is a key (0x… or
+    /// decimal) or a disklock host id as `id:N` (key 0x444c4b48 followed by N). This host's
+    /// own key is refused. No lease is taken: `disklock acquire --preempt` does both.
+    #[command(
+        after_help = "Examples:\n  disklock fence id:2 /dev/mapper/mpatha\n  disklock fence 0x444c4b4800000002 /dev/sdb /dev/sdc\n\nExit status: 0 fenced, 1 failed, 2 bad usage."
+    )]
+    Fence(FenceArgs),
+
     /// SCSI-3 persistent reservations by hand, on every path of a disk.
     ///
     /// What sg_persist and mpathpersist do, with this host's key (`disklock pr key`) filled
@@ -121,6 +133,11 @@ pub enum Command {
     /// it has exited (see `run.rs`).
     #[command(name = "__release-after-exit", hide = true)]
     ReleaseAfterExit(ReleaseAfterExitArgs),
+
+    /// Internal: times disklock's persistent-reservation commands on a disk's paths against
+    /// raw SG_IO and sg_persist (the rig's benchmark; see `pr_bench.rs`).
+    #[command(name = "__pr-bench", hide = true)]
+    PrBench(crate::pr_bench::PrBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -448,4 +465,19 @@ pub enum PrCommand {
         #[arg(long)]
         free: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct FenceArgs {
+    /// The host to fence: its key (0x…), or `id:N` for disklock host id N.
+    #[arg(value_name = "VICTIM")]
+    pub victim: String,
+
+    /// Disks to take from it.
+    #[arg(value_name = "DISK", required = true)]
+    pub disks: Vec<OsString>,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -18,6 +18,7 @@ mod inspect;
 mod lockspace;
 mod lookup;
 mod pr;
+mod pr_bench;
 mod pr_cmd;
 mod run;
 mod settings;
@@ -48,6 +49,8 @@ fn main() -> ExitCode {
             cli::Command::Inspect(i) => inspect::run(&settings, i).map(ExitCode::from),
             cli::Command::Run(r) => run::run(&settings, r),
             cli::Command::Pr(p) => pr_cmd::run(&settings, p).map(ExitCode::from),
+            cli::Command::Fence(f) => pr_cmd::fence(&settings, f).map(ExitCode::from),
+            cli::Command::PrBench(b) => pr_bench::run(&settings, b).map(ExitCode::from),
             cli::Command::ReleaseAfterExit(r) => Ok(run::release_after_exit(r)),
         },
         Err(e) => Err(e),

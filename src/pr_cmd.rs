@@ -13,7 +13,7 @@ use disklock_scsi::pr::{FullStatus, PersistentReservations, PrType, ReservationK
 use serde::Serialize;
 
 use crate::acquire::{render, table};
-use crate::cli::{PrArgs, PrCommand};
+use crate::cli::{FenceArgs, PrArgs, PrCommand};
 use crate::exit::{Code, chain_std};
 use crate::lookup::write_stdout;
 use crate::pr::engine::{self, Drift, PrError};
@@ -750,4 +750,90 @@ pub fn holder_summary(s: &Settings, disk: &OsString, ours: &HostKey) -> Result<S
             None => format!("{} {}", h.kind.short(), h.key),
         },
     })
+}
+
+/// The key `disklock fence` names: a key, or `id:N` for a disklock host id.
+fn victim_key(text: &str) -> Result<ReservationKey, Usage> {
+    if let Some(id) = text.strip_prefix("id:") {
+        return match id.parse::<u16>() {
+            Ok(n) if (1..=disklock_conf::MAX_HOST_ID).contains(&n) => {
+                Ok(ReservationKey(hostkey::from_host_id(n)))
+            }
+            _ => Err(Usage(format!(
+                "{text:?}: a host id is 1 to {}",
+                disklock_conf::MAX_HOST_ID
+            ))),
+        };
+    }
+    match text.parse::<ReservationKey>() {
+        Ok(k) if !k.is_zero() => Ok(k),
+        Ok(_) => Err(Usage(format!("{text:?}: 0 is not a reservation key"))),
+        Err(e) => Err(Usage(format!("{text:?}: {e}, or id:N for a host id"))),
+    }
+}
+
+#[derive(Serialize)]
+struct Fenced<'a> {
+    disk: &'a str,
+    #[serde(flatten)]
+    preempted: Option<engine::Preempted>,
+    error: Option<String>,
+}
+
+/// `disklock fence VICTIM DISK...`: each disk independently; exit 1 if any failed.
+pub fn fence(s: &Settings, args: &FenceArgs) -> anyhow::Result<Code> {
+    let ours = host_key(s)?;
+    let victim = victim_key(&args.victim)?;
+    if victim.0 == ours.key {
+        return Err(Usage(format!("{}: that is this host's own key", args.victim)).into());
+    }
+    let kind = exclusive_type(s);
+    let mut rows = Vec::new();
+    for disk in &args.disks {
+        let input = disk.to_string_lossy().into_owned();
+        let outcome = open_target(s, disk).and_then(|t| {
+            engine::preempt(&t.paths, ReservationKey(ours.key), victim, kind, true)
+                .map_err(|e| fail(&t, e))
+        });
+        match outcome {
+            Ok(p) => {
+                tracing::info!(event = "fence", disk = %input, victim = %victim, aborted = p.aborted, "fenced {} off {input}", engine::key_label(victim));
+                rows.push((input, Some(p), None));
+            }
+            Err(e) => rows.push((input, None, Some(crate::exit::chain(&e)))),
+        }
+    }
+    let failed = rows.iter().any(|r| r.2.is_some());
+    let out: Vec<Fenced<'_>> = rows
+        .iter()
+        .map(|(d, p, e)| Fenced {
+            disk: d,
+            preempted: p.clone(),
+            error: e.clone(),
+        })
+        .collect();
+    print(args.json, &out, || {
+        let mut o = String::new();
+        for (d, p, _) in &rows {
+            if let Some(p) = p {
+                o.push_str(&format!(
+                    "{d}: fenced {} ({}); this host holds {}\n",
+                    engine::key_label(p.victim),
+                    if p.aborted {
+                        "PREEMPT AND ABORT"
+                    } else {
+                        "PREEMPT: the target has no PREEMPT AND ABORT"
+                    },
+                    p.kind.short()
+                ));
+            }
+        }
+        o
+    })?;
+    for (_, _, e) in &rows {
+        if let Some(e) = e {
+            eprintln!("disklock: {e}");
+        }
+    }
+    Ok(if failed { Code::Partial } else { Code::Ok })
 }

@@ -601,3 +601,37 @@ fn daemon_refuses_to_start_without_a_host_key_source() {
     assert!(stderr_of(&out).contains("host_key"), "{}", stderr_of(&out));
     assert!(!socket.exists());
 }
+
+#[test]
+fn fence_checks_its_victim_and_reports_each_disk() {
+    let e = pr_env();
+    for (victim, want) in [
+        ("id:7", "this host's own key"),
+        ("0x444c4b4800000007", "this host's own key"),
+        ("id:0", "a host id is 1 to 2000"),
+        ("id:2001", "a host id is 1 to 2000"),
+        ("0x0", "0 is not a reservation key"),
+        ("bob", "or id:N for a host id"),
+    ] {
+        let out = e.run(&["fence", victim, "/dev/sda"]);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{victim}: {err}");
+        assert!(err.contains(want), "{victim}: {err}");
+    }
+    // Each disk is tried; the failures are named, one line each, exit 1.
+    let out = e.run(&["fence", "--json", "id:2", "/dev/sda", "/images/guest.img"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows[0]["error"].as_str().unwrap().contains("/dev/sda: "),
+        "{}",
+        rows[0]
+    );
+    assert!(
+        rows[1]["error"].as_str().unwrap().contains("disk image"),
+        "{}",
+        rows[1]
+    );
+    assert_eq!(stderr_of(&out).lines().count(), 2);
+}

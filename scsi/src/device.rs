@@ -174,6 +174,19 @@ impl Device {
             .map(drop)
     }
 
+    /// Diagnostics and benchmarks only: sends `cdb`, a command with a data-in phase (or none,
+    /// for an empty `buf`), through the same choke point as every other command (unit
+    /// attentions retried, status mapped to [`ScsiError`]) and returns how many bytes of `buf`
+    /// the device filled. Nothing is built or parsed, so this measures what the transport
+    /// costs; real work uses the typed methods (`pr_read_keys`, `inquiry_vpd`, …).
+    pub fn pass_through_in(&self, cdb: &[u8], buf: &mut [u8]) -> Result<usize, ScsiError> {
+        let dir = match buf.is_empty() {
+            true => DataDir::None,
+            false => DataDir::FromDev(buf),
+        };
+        self.execute(cdb, dir).map(|done| done.transferred)
+    }
+
     /// Standard INQUIRY: device type, vendor, product and revision.
     pub fn inquiry_standard(&self) -> Result<StandardInquiry, ScsiError> {
         let op = Opcode(cdb::INQUIRY);

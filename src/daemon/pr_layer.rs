@@ -115,7 +115,7 @@ impl PrBackend {
         };
         let mut found = Vec::new();
         for hold in self.holds.values_mut() {
-            refresh_paths(&self.resolver, hold);
+            refresh_paths(&self.resolver, hold, st.key);
             let drift = match engine::check(&hold.paths, st.key, Some(hold.kind)) {
                 Ok(d) => d,
                 Err(e) => {
@@ -188,8 +188,14 @@ impl PrBackend {
     }
 }
 
-/// Opens paths that appeared since the hold was taken and drops ones that are gone.
-fn refresh_paths(resolver: &Resolver, hold: &mut Hold) {
+/// Opens paths that appeared since the hold was taken, registers this host on them at once,
+/// and drops ones that are gone.
+///
+/// A new path is registered without waiting for [`engine::check`] to notice it: a path that
+/// was removed and re-added logs in on a new I_T nexus, and the target may keep the old
+/// nexus's registration, so counting our key's registrations would not show the new path as
+/// missing (seen on tgt: the count stays equal to the number of paths).
+fn refresh_paths(resolver: &Resolver, hold: &mut Hold, key: ReservationKey) {
     let Ok(now) = resolver.storage_paths(hold.devno) else {
         return;
     };
@@ -200,7 +206,16 @@ fn refresh_paths(resolver: &Resolver, hold: &mut Hold) {
         }
         match open_path(n) {
             Ok(Some(h)) => {
-                tracing::info!(event = "pr-path-added", disk = %hold.disk, path = %n.name, "new path {} to {}", n.name, hold.disk);
+                let one = [h];
+                match engine::register_all(&one, key) {
+                    Ok(()) => {
+                        tracing::info!(event = "pr-path-added", disk = %hold.disk, path = %n.name, "new path {} to {}: registered", n.name, hold.disk);
+                    }
+                    Err(e) => {
+                        tracing::warn!(event = "pr-path-added", disk = %hold.disk, path = %n.name, error = %crate::exit::chain_std(&e), "new path {} to {}: not registered", n.name, hold.disk);
+                    }
+                }
+                let [h] = one;
                 hold.paths.push(h);
             }
             Ok(None) => {}

@@ -139,7 +139,8 @@ fn ignore() -> RegisterFlags {
     }
 }
 
-/// Runs `f` on every path in parallel; the first error (in path order) wins.
+/// Runs `f` on every path, in parallel where the machine has more than one CPU; the first
+/// error (in path order) wins.
 fn for_all<D: Sync, F>(paths: &[Path<D>], f: F) -> Result<(), PrError>
 where
     F: Fn(&Path<D>) -> Result<(), PrError> + Sync,
@@ -147,8 +148,14 @@ where
     if paths.is_empty() {
         return Err(PrError::NoPaths);
     }
+    // Threads pay off only where they can run at once (a 1-CPU guest is faster one path
+    // after another).
+    let parallel = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     if let [only] = paths {
         return f(only);
+    }
+    if !parallel {
+        return paths.iter().try_for_each(&f);
     }
     let results: Vec<Result<(), PrError>> = std::thread::scope(|s| {
         let handles: Vec<_> = paths.iter().map(|p| s.spawn(|| f(p))).collect();

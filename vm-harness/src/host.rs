@@ -865,7 +865,9 @@ impl Host {
             json!({"command-line": format!("drive_add 0 {}", san_drive_opts(k, drive))}),
         )?;
         let text = out.as_str().unwrap_or_default();
-        if !text.trim().starts_with("OK") {
+        // QEMU may print a warning first: on a reserved LUN its iSCSI client reports
+        // "Failed MODE_SENSE(6), LUN assumed writable" before the OK line.
+        if !text.lines().any(|l| l.trim() == "OK") {
             return Err(self.unexpected(format!("drive_add san{k}: {text:?}")));
         }
         self.qmp(
