@@ -458,6 +458,69 @@ fn takeover(kind: TargetKind, a: &Host, da: &str, b: &Host, db: &str) -> Result<
 }
 
 /// Waits (bounded) until `dev` answers TEST UNIT READY after a target restart.
+/// Scenario: `disklock run` without a daemon reserves the disk for its command's lifetime;
+/// `disklock fence id:1` takes it from A while A's command runs (A's writes fail from then
+/// on); A's releaser, when the command exits, leaves B's reservation alone; and an
+/// uncontested `run` leaves nothing registered once its command is gone.
+fn run_and_fence(a: &Host, da: &str, b: &Host, db: &str) -> Result<()> {
+    let (pa, pb) = (common::dev_path(da), common::dev_path(db));
+    a.run_ok(&format!(
+        "(disklock run --no-daemon --disk {pa} -- sleep 4 </dev/null >/tmp/run.log 2>&1 &)"
+    ))?;
+    wait_for(
+        "A's run reserves the disk",
+        Duration::from_secs(10),
+        || sg_state(b, db),
+        |(k, r)| k.count(KEY_A) == 1 && r.holder == Some((KEY_A, WE_RO)),
+    );
+    assert_fenced(b, db, 600)?;
+    let out = timed("step B fences host id 1", || {
+        b.run(&format!("disklock fence --json id:1 {pb}"))
+    })?;
+    assert!(out.success(), "fence: {out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("fence JSON");
+    assert_eq!(v[0]["victim"], key_text(KEY_A), "{v}");
+    let (k, r) = sg_state(b, db)?;
+    assert_eq!(k.count(KEY_A), 0, "A's key is gone: {k:?}");
+    assert_eq!(r.holder, Some((KEY_B, WE_RO)), "B holds: {r:?}");
+    assert_fenced(a, da, 601)?;
+    b.run_ok(&dd_write(db, 602))?;
+    // A's command ends; its releaser must not disturb B's reservation.
+    wait_for(
+        "A's run command exits",
+        Duration::from_secs(15),
+        || {
+            a.run(
+                "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done \
+                 | grep '^sleep 4 ' || true",
+            )
+        },
+        |o| o.stdout.trim().is_empty(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (k, r) = sg_state(b, db)?;
+    assert_eq!(
+        r.holder,
+        Some((KEY_B, WE_RO)),
+        "B still holds after A's release: {r:?} {k:?}"
+    );
+    b.run_ok(&format!(
+        "disklock pr release {pb} && disklock pr unregister {pb}"
+    ))?;
+    // Uncontested: reserved while the command runs, nothing left after.
+    let out = a.run(&format!(
+        "disklock run --no-daemon --disk {pa} -- sh -c 'sg_persist -n -r {pa} | grep -q 0x444c4b4800000001'"
+    ))?;
+    assert!(out.success(), "the command sees A's reservation: {out:?}");
+    wait_for(
+        "A's releaser unregisters after the command",
+        Duration::from_secs(10),
+        || sg_state(b, db),
+        |(k, r)| k.keys.is_empty() && r.holder.is_none(),
+    );
+    Ok(())
+}
+
 fn wait_until_ready(h: &Host, dev: &str) -> Result<()> {
     h.run_ok(&format!(
         "i=0; while [ $i -lt 300 ]; do sg_turs {} 2>/dev/null && exit 0; usleep 100000; i=$((i+1)); done; \
@@ -687,6 +750,7 @@ fn pr_on_tgt() -> Result<()> {
     timed("scenario target restart", || {
         target_restart(&rig, a, &da, b, &db)
     })?;
+    timed("scenario run and fence", || run_and_fence(a, &da, b, &db))?;
     let (id, map) = multipath_map(a)?;
     bench(a, &map)?;
     timed("scenario multipath", || multipath(a, b, &id))?;
@@ -706,6 +770,7 @@ fn pr_on_lio() -> Result<()> {
         admin_tool(TargetKind::Lio, a, &da, b, &db)
     })?;
     timed("scenario daemon", || daemon_path(a, &da, b, &db))?;
+    timed("scenario run and fence", || run_and_fence(a, &da, b, &db))?;
     timed("scenario takeover", || {
         takeover(TargetKind::Lio, a, &da, b, &db)
     })?;
