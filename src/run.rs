@@ -242,7 +242,8 @@ fn in_process(
                 .and_then(|paths| {
                     crate::pr::take(&paths, key, kind, pr.preempt, name).map_err(|e| {
                         let code = match e {
-                            crate::pr::engine::PrError::Busy { .. } => Code::Busy,
+                            crate::pr::engine::PrError::Busy { .. }
+                            | crate::pr::engine::PrError::KeyInUse { .. } => Code::Busy,
                             _ => Code::Partial,
                         };
                         (code, chain_std(&e))

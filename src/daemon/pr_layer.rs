@@ -174,6 +174,7 @@ impl PrBackend {
                 );
                 Ok(None)
             }
+            Err(e @ PrError::KeyInUse { .. }) => Ok(Some(e.to_string())),
             Err(e @ PrError::Busy { .. }) => Ok(Some(format!(
                 "the disk is {} at the storage{}",
                 e,

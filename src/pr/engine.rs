@@ -51,6 +51,21 @@ pub enum PrError {
         #[source]
         source: ScsiError,
     },
+    /// This host's key is on the disk although this host does not hold it: another host
+    /// configured with the same key, or a registration a crashed daemon left behind. Never
+    /// joined silently.
+    #[error(
+        "this host's key {key} is already registered on the disk ({found} registration(s)) \
+         although this host does not hold it: another host may be configured with the same \
+         key (host_id, host_key), or a crashed daemon left it; if no VM here uses the disk, \
+         `disklock pr unregister` removes it"
+    )]
+    KeyInUse {
+        /// Our key.
+        key: ReservationKey,
+        /// Its registrations found.
+        found: usize,
+    },
     /// There is no path to send commands to.
     #[error("no path to the disk's storage")]
     NoPaths,
@@ -181,10 +196,12 @@ pub struct Acquired {
     pub reserved: bool,
 }
 
-/// Takes the disk for this host: registers `ours` on every path and makes sure a `kind`
-/// reservation that includes us is in force. Exclusive types fail with [`PrError::Busy`]
-/// when anyone else holds or shares the disk; all-registrants types join an existing
-/// reservation of the same type. On failure our registrations are removed again.
+/// Takes the disk for this host, which does not hold it yet: registers `ours` on every path
+/// and makes sure a `kind` reservation that includes us is in force. Exclusive types fail
+/// with [`PrError::Busy`] when anyone else holds or shares the disk; all-registrants types
+/// join an existing reservation of the same type. Our key already on the disk fails with
+/// [`PrError::KeyInUse`] (a key collision is never joined). On failure our registrations
+/// are removed again.
 pub fn acquire<D: PersistentReservations + Sync>(
     paths: &[Path<D>],
     ours: ReservationKey,
@@ -193,6 +210,11 @@ pub fn acquire<D: PersistentReservations + Sync>(
     let lead = first(paths)?;
     // Look before registering, so a busy disk is left exactly as it was.
     let before = lead.dev.read_reservation().map_err(on(lead))?;
+    let keys = lead.dev.read_keys().map_err(on(lead))?;
+    let found = keys.keys.iter().filter(|k| **k == ours).count();
+    if found > 0 {
+        return Err(PrError::KeyInUse { key: ours, found });
+    }
     check_free(lead, &before, ours, kind)?;
     register_all(paths, ours)?;
     let result = take(lead, &before, ours, kind);

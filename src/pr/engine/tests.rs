@@ -55,8 +55,17 @@ fn exclusive_acquire_registers_every_path_and_fences_others() {
         "reserved by key 0x444c4b4800000001 (host id 1) (Write Exclusive, Registrants Only)"
     );
     assert_eq!(lu.keys(), [a.0, a.0]);
-    // Acquiring again is a no-op that keeps the reservation.
-    assert!(!acquire(&pa, a, WERO).unwrap().reserved);
+    // Our key already on the disk is never joined: a host with A's key (or A after a
+    // crash) is refused, and the disk stays as it was.
+    let (_, twin) = host(&lu, 9, 1);
+    let e = acquire(&twin, a, WERO).unwrap_err();
+    assert!(matches!(e, PrError::KeyInUse { found: 2, .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("another host may be configured with the same key")
+    );
+    assert_eq!(lu.keys(), [a.0, a.0]);
+    assert_eq!(lu.reservation(), Some((a.0, WERO)));
     // A releases: nothing left; B gets it.
     release(&pa, a).unwrap();
     assert_eq!(lu.keys(), Vec::<u64>::new());
