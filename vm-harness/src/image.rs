@@ -239,6 +239,32 @@ fn used_recently(dir: &Path) -> bool {
         .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < KEEP_UNUSED))
 }
 
+/// The program's bytes with its DWARF sections removed (`objcopy --strip-debug`); the
+/// program as it is when objcopy is missing or fails (it is not an ELF file, say).
+fn without_debug_info(program: &Path) -> Result<Vec<u8>> {
+    let out = std::env::temp_dir().join(format!(
+        "disklock-vm-stripped-{}-{}",
+        std::process::id(),
+        program
+            .file_name()
+            .map_or_else(|| "program".into(), |n| n.to_string_lossy())
+    ));
+    let stripped = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(program)
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let body = if stripped {
+        fs::read(&out).io_context(|| format!("reading {}", out.display()))
+    } else {
+        fs::read(program).io_context(|| format!("reading {}", program.display()))
+    };
+    let _ = fs::remove_file(&out);
+    body
+}
+
 /// Shared libraries an ELF program needs, per `ldd` (empty for a static program).
 pub fn needed_libraries(program: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new("ldd")
@@ -337,10 +363,15 @@ impl Overlay {
         self.added.insert(p);
     }
 
-    /// Add a host program and the shared libraries `ldd` says it needs (those the base
-    /// image lacks).
+    /// Add a host program, without its debug information, and the shared libraries `ldd`
+    /// says it needs (those the base image lacks).
+    ///
+    /// A debug build of disklock is about 70 MB, most of it DWARF; in a guest whose root file
+    /// system lives in half of its 384 MiB of RAM that leaves too little room (multipath could
+    /// not write its bindings file). `objcopy --strip-debug` keeps the symbols, so backtraces
+    /// still name functions.
     pub fn add_program(&mut self, host_path: &Path, guest_path: &str) -> Result<()> {
-        let body = fs::read(host_path).io_context(|| format!("reading {}", host_path.display()))?;
+        let body = without_debug_info(host_path)?;
         self.add_bytes(guest_path, 0o755, &body);
         for lib in needed_libraries(host_path)? {
             let dest = guest_lib_path(&lib);
@@ -409,6 +440,25 @@ mod tests {
         assert!(!used_recently(dir.path()));
         mark_used(dir.path());
         assert!(used_recently(dir.path()));
+    }
+
+    #[test]
+    fn programs_lose_their_debug_information() {
+        // This test binary is a debug build: stripping must shrink it and keep it an ELF.
+        let me = std::env::current_exe().unwrap();
+        let full = fs::metadata(&me).unwrap().len();
+        let body = without_debug_info(&me).unwrap();
+        assert!(body.starts_with(b"\x7fELF"));
+        assert!(
+            (body.len() as u64) < full / 2,
+            "{} of {full} bytes",
+            body.len()
+        );
+        // Not an ELF file: kept as it is.
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("script");
+        fs::write(&script, "#!/bin/sh\n").unwrap();
+        assert_eq!(without_debug_info(&script).unwrap(), b"#!/bin/sh\n");
     }
 
     #[test]
