@@ -342,6 +342,10 @@ impl Resolver {
     /// Resolves any path a user or VM config gives.
     pub fn resolve_path(&self, input: &OsStr, cwd: &Path) -> Result<Resolution, ResolveError> {
         let abs = self.absolute(input, cwd)?;
+        // The common case of a disk image named by its real path: no walk needed.
+        if self.root.is_plain_regular_file(&abs) {
+            return Ok(self.resolve_image(abs));
+        }
         let canon = self.root.canonicalize(&abs)?;
         let real = self.root.real(&canon);
         let meta = std::fs::symlink_metadata(&real).map_err(|e| match e.raw_os_error() {

@@ -110,6 +110,27 @@ impl SysRoot {
         Some(Path::new("/").join(rel))
     }
 
+    /// Whether `path` names a regular file reached without any symlink, so that
+    /// [`canonicalize`](Self::canonicalize) would return `path` itself: the root is the
+    /// host's, `path` is absolute and plain (no empty, `.` or `..` component, no trailing
+    /// `/`), and one `openat2(RESOLVE_NO_SYMLINKS)` of it (`O_PATH`: no side effect on any
+    /// file type) finds, by `fstat`, a regular file. The lookup is atomic, so the answer is
+    /// the walk's answer at one instant — 3 syscalls where the walk takes one `lstat` per
+    /// component. False whenever that cannot be shown (a symlink anywhere on the path, a
+    /// kernel before 5.6, any error): the caller then walks.
+    pub fn is_plain_regular_file(&self, path: &Path) -> bool {
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+        if !self.is_host() || !is_plain(path.as_os_str().as_bytes()) {
+            return false;
+        }
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+        nix::fcntl::openat2(nix::fcntl::AT_FDCWD, path, how)
+            .and_then(nix::sys::stat::fstat)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+    }
+
     /// Resolves `path` (absolute, inside the root) to the canonical path of what it names,
     /// following symlinks (absolute targets stay inside the root) and `..` physically.
     /// The final component may be any file type; it must exist.
@@ -171,6 +192,19 @@ impl SysRoot {
     }
 }
 
+/// Whether an absolute path is spelled as its canonical form would be: `/` and then
+/// non-empty components other than `.` and `..`, separated by single slashes, no trailing
+/// slash (`/` itself is not plain: it is no file).
+fn is_plain(p: &[u8]) -> bool {
+    let Some(rest) = p.strip_prefix(b"/") else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .split(|&b| b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..")
+}
+
 /// The normal and `..` components of a path; `.` and the root are dropped.
 fn components(path: &Path) -> impl Iterator<Item = OsString> + '_ {
     path.components().filter_map(|c| match c {
@@ -202,6 +236,56 @@ mod tests {
         std::fs::create_dir_all(r.real("/dev/mapper")).unwrap();
         std::fs::write(r.real("/dev/sdb"), b"").unwrap();
         (t, r)
+    }
+
+    #[test]
+    fn plain_spellings() {
+        for p in ["/a", "/a/b.img", "/dev/shm/x y", "/a/.b", "/a/..b"] {
+            assert!(is_plain(p.as_bytes()), "{p}");
+        }
+        for p in [
+            "", "/", "a/b", "//a", "/a//b", "/a/", "/a/.", "/a/..", "/./a", "/a/../b", "/..",
+        ] {
+            assert!(!is_plain(p.as_bytes()), "{p}");
+        }
+    }
+
+    /// The fast check agrees with the walk: true only where `canonicalize` returns the path
+    /// itself and it names a regular file; any symlink on the way, at the end or in the
+    /// middle, makes it false (and a re-pointed or newly planted symlink is seen at once).
+    #[test]
+    fn plain_regular_file_only_without_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        // The host root: real paths, with any symlink in the temp dir's own path resolved.
+        let base = std::fs::canonicalize(t.path()).unwrap();
+        let host = SysRoot::host();
+        let p = |rel: &str| base.join(rel);
+        std::fs::create_dir_all(p("d")).unwrap();
+        std::fs::create_dir_all(p("e")).unwrap();
+        std::fs::write(p("d/x.img"), b"").unwrap();
+        std::fs::write(p("e/x.img"), b"").unwrap();
+        symlink(p("d/x.img"), p("link.img")).unwrap();
+        symlink(p("d"), p("ld")).unwrap();
+        nix::unistd::mkfifo(&p("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let fast = |rel: &str| host.is_plain_regular_file(&p(rel));
+        assert!(fast("d/x.img"));
+        assert_eq!(host.canonicalize(&p("d/x.img")).unwrap(), p("d/x.img"));
+        // A symlink at the end or in the middle, a directory, a fifo, nothing: the walk.
+        assert!(!fast("link.img"));
+        assert!(!fast("ld/x.img"));
+        assert!(!fast("d"));
+        assert!(!fast("fifo"));
+        assert!(!fast("d/none.img"));
+        assert!(!fast("d/x.img/"));
+        assert!(!fast("e/../d/x.img"));
+        // A directory replaced by a symlink to another one: no longer plain.
+        std::fs::rename(p("d"), p("d0")).unwrap();
+        symlink(p("e"), p("d")).unwrap();
+        assert!(!fast("d/x.img"));
+        assert_eq!(host.canonicalize(&p("d/x.img")).unwrap(), p("e/x.img"));
+        // Another root: always the walk.
+        assert!(!SysRoot::new(&base).is_plain_regular_file(&p("e/x.img")));
+        assert!(host.is_plain_regular_file(&p("e/x.img")));
     }
 
     #[test]

@@ -425,6 +425,45 @@ fn image_files_key_by_canonical_path() {
     assert!(r.block.is_none());
 }
 
+/// On the host root, a disk image named by its real path skips the walk; the answer is the
+/// walk's, and a symlink re-pointed between two resolutions is followed anew.
+#[test]
+fn host_images_resolve_anew_after_a_symlink_moves() {
+    let t = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(t.path()).unwrap();
+    let p = |rel: &str| base.join(rel);
+    for d in ["a", "b"] {
+        std::fs::create_dir(p(d)).unwrap();
+        std::fs::write(p(&format!("{d}/vm.img")), b"").unwrap();
+    }
+    std::os::unix::fs::symlink(p("a"), p("cur")).unwrap();
+    let res = Resolver::new(SysRoot::host(), &Source::DEFAULT_ORDER);
+    let key = |path: &Path| sha256_hex(path.as_os_str().as_encoded_bytes());
+    let resolve = |rel: &str| {
+        res.resolve_path(p(rel).as_os_str(), Path::new("/"))
+            .unwrap()
+    };
+    // Named by its real path (the fast check): the same answer as the walk gives.
+    let direct = resolve("a/vm.img");
+    let walked = Resolver::new(SysRoot::new("/"), &Source::DEFAULT_ORDER)
+        .resolve_image(SysRoot::host().canonicalize(&p("a/vm.img")).unwrap());
+    assert_eq!(direct.key, walked.key);
+    assert_eq!(direct.path, walked.path);
+    assert_eq!(direct.source, Source::FileSha256);
+    assert_eq!(direct.key.as_str(), key(&p("a/vm.img")));
+    // Through a symlinked directory, then re-pointed: each time where it leads now.
+    assert_eq!(resolve("cur/vm.img").key.as_str(), key(&p("a/vm.img")));
+    std::fs::remove_file(p("cur")).unwrap();
+    std::os::unix::fs::symlink(p("b"), p("cur")).unwrap();
+    assert_eq!(resolve("cur/vm.img").key.as_str(), key(&p("b/vm.img")));
+    // A real directory swapped for a symlink: the path is no longer the canonical one.
+    std::fs::rename(p("a"), p("a0")).unwrap();
+    std::os::unix::fs::symlink(p("b"), p("a")).unwrap();
+    let moved = resolve("a/vm.img");
+    assert_eq!(moved.key.as_str(), key(&p("b/vm.img")));
+    assert_eq!(moved.path, p("b/vm.img"));
+}
+
 #[test]
 fn bad_inputs_have_one_line_reasons() {
     require_root();

@@ -5,9 +5,11 @@
 //! - [`protocol`]: the Varlink messages (`src/io.disklock.Lease.varlink`), used by the
 //!   client too.
 //! - [`server`]: the I/O shell: socket, connections, owner watches, logging.
+//! - [`log`]: the one-line-per-event stderr log (the journal is used under systemd).
 //! - [`pr_layer`]: the backend that adds a persistent reservation at the storage to each
 //!   lease of a SCSI or NVMe disk (`persistent_reservations = 1`).
 
+pub mod log;
 pub mod pr_layer;
 pub mod protocol;
 pub mod server;
