@@ -394,6 +394,13 @@ pub enum PrCommand {
         /// The key (0x hex or decimal).
         #[arg(long, value_name = "KEY")]
         key: Option<String>,
+        /// APTPL: ask the target to keep the registrations and the reservation across a
+        /// power loss (tgt refuses it).
+        #[arg(long)]
+        aptpl: bool,
+        /// ALL_TG_PT: register through every target port of the device at once.
+        #[arg(long)]
+        all_tg_pt: bool,
     },
     /// Remove this host's registration from every path.
     Unregister {

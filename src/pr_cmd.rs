@@ -267,11 +267,39 @@ fn run_with(s: &Settings, args: &PrArgs, ours: &HostKey) -> anyhow::Result<Code>
             Ok(Code::Ok)
         }
         PrCommand::Status { disk } => status(s, disk, &ours, json),
-        PrCommand::Register { disk, key } => {
+        PrCommand::Register {
+            disk,
+            key,
+            aptpl,
+            all_tg_pt,
+        } => {
             let t = open_target(s, disk)?;
             let k = key_arg(key.as_deref(), &ours)?;
-            engine::register_all(&t.paths, k).map_err(|e| fail(&t, e))?;
-            done(json, &t, format!("registered {k} on {}", path_names(&t)))
+            if *aptpl || *all_tg_pt {
+                let flags = disklock_scsi::pr::RegisterFlags {
+                    ignore_existing: true,
+                    aptpl: *aptpl,
+                    all_tg_pt: *all_tg_pt,
+                };
+                for p in &t.paths {
+                    p.dev.register(ReservationKey(0), k, flags).map_err(|e| {
+                        anyhow::anyhow!("{}: {}: {}", t.input, p.name, chain_std(&e))
+                    })?;
+                }
+            } else {
+                engine::register_all(&t.paths, k).map_err(|e| fail(&t, e))?;
+            }
+            let extra = match (aptpl, all_tg_pt) {
+                (true, true) => " (APTPL, ALL_TG_PT)",
+                (true, false) => " (APTPL)",
+                (false, true) => " (ALL_TG_PT)",
+                (false, false) => "",
+            };
+            done(
+                json,
+                &t,
+                format!("registered {k}{extra} on {}", path_names(&t)),
+            )
         }
         PrCommand::Unregister { disk } => {
             let t = open_target(s, disk)?;

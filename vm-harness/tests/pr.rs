@@ -322,6 +322,25 @@ fn admin_tool(kind: TargetKind, a: &Host, da: &str, b: &Host, db: &str) -> Resul
     assert!(k.keys.is_empty() && r.holder.is_none(), "{k:?} {r:?}");
     b.run_ok(&dd_write(db, 202))?;
     assert_json_matches_oracle(kind, b, db, KEY_B)?;
+
+    // ---- APTPL: LIO keeps it (PTPL_A turns on), tgt refuses it (ILLEGAL REQUEST) ----
+    let out = a.run(&format!("disklock pr register --aptpl /dev/{da}"))?;
+    match kind {
+        TargetKind::Lio => {
+            assert!(out.success(), "LIO takes APTPL: {out:?}");
+            let (bits, _) = sg_capabilities(b, db)?;
+            assert_eq!(bits.get("PTPL_A"), Some(&1), "PTPL_A after APTPL: {bits:?}");
+            let v = dl_json(a, &format!("pr --json capabilities /dev/{da}"))?;
+            assert_eq!(v["ptpl_a"], true, "{v}");
+        }
+        TargetKind::Tgt => {
+            assert_eq!(out.rc, 1, "tgt refuses APTPL: {out:?}");
+            assert!(out.stderr.contains("rejected"), "{out:?}");
+        }
+    }
+    a.run_ok(&format!("disklock pr unregister /dev/{da}"))?;
+    let (k, r) = sg_state(b, db)?;
+    assert!(k.count(KEY_A) == 0 && r.holder.is_none(), "{k:?} {r:?}");
     Ok(())
 }
 
