@@ -42,8 +42,8 @@ pub enum PrError {
         /// For an all-registrants reservation: the other registrants.
         sharers: Vec<ReservationKey>,
     },
-    /// A command failed on a path.
-    #[error("{path}: {source}")]
+    /// A command failed on a path (the path's name; the cause is the source).
+    #[error("{path}")]
     Command {
         /// The path's kernel name.
         path: String,

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use disklock_vm_harness::capture::{prepare_scene, rig_builder};
-use disklock_vm_harness::{Result, timed};
+use disklock_vm_harness::{Result, note, timed};
 use serde_json::Value;
 
 fn rows(json: &str) -> Vec<Value> {
@@ -102,6 +102,41 @@ fn lookup_agrees_with_scsi_id_lvs_and_the_kernel() -> Result<()> {
         .expect("a virtio disk")
         .clone();
     assert_eq!(all[&vd]["source"], "by-path-sha256", "{}", all[&vd]);
+
+    // Persistent reservations on the NVMe namespace go through the block layer's PR ioctls
+    // (BlockPr). This kernel (6.1) has no IOC_PR_READ_KEYS and QEMU 7.2's emulated NVMe
+    // controller has no reservation commands: disklock must say so in one line, exit 1.
+    h.run_ok("mkdir -p /etc/disklock && echo 'host_id = 3' > /etc/disklock/disklock.conf")?;
+    let keys = h.run(&format!("disklock pr keys /dev/{nvme}"))?;
+    note(format!(
+        "pr keys on NVMe: rc {} {}",
+        keys.rc,
+        keys.stderr.trim()
+    ));
+    assert_eq!(keys.rc, 1, "{keys:?}");
+    assert!(
+        keys.stderr.starts_with(&format!("disklock: /dev/{nvme}: "))
+            && keys.stderr.contains("IOC_PR_READ_KEYS")
+            && keys.stderr.trim().lines().count() == 1,
+        "{keys:?}"
+    );
+    let reg = h.run(&format!("disklock pr register /dev/{nvme}"))?;
+    note(format!(
+        "pr register on NVMe: rc {} {}",
+        reg.rc,
+        reg.stderr.trim()
+    ));
+    assert_eq!(reg.rc, 1, "{reg:?}");
+    assert!(reg.stderr.contains("IOC_PR_REGISTER"), "{reg:?}");
+    // A virtio disk has no reservations at all.
+    let virtio = h.run(&format!("disklock pr keys /dev/{vd}"))?;
+    assert!(
+        virtio.rc == 1
+            && virtio
+                .stderr
+                .contains("neither a SCSI disk nor an NVMe namespace"),
+        "{virtio:?}"
+    );
 
     // virtlockd's names: what scsi_id prints (whole disk for partitions, pass-through for dm),
     // the LV UUID for the LV, the hash of the literal path where scsi_id prints nothing.

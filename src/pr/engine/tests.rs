@@ -142,10 +142,8 @@ fn preempt_refuses_our_own_key_and_unknown_keys() {
     assert!(matches!(preempt(&pa, a, a, WERO, true), Err(PrError::OwnKey(k)) if k == a));
     // A key nobody has: RESERVATION CONFLICT from the target, reported with the path.
     let e = preempt(&pa, a, ReservationKey(0x99), WERO, false).unwrap_err();
-    assert!(
-        e.to_string().starts_with("sdb0: reservation conflict"),
-        "{e}"
-    );
+    let text = crate::exit::chain_std(&e);
+    assert!(text.starts_with("sdb0: reservation conflict"), "{text}");
 }
 
 #[test]
