@@ -31,9 +31,9 @@
 //! descriptor opened for writing would make udev re-probe the disk.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -160,15 +160,7 @@ impl BlockPr {
     /// ([`ScsiError::NotBlock`] otherwise). Whether it supports PR shows at the first ioctl.
     pub fn open(path: impl AsRef<Path>) -> Result<BlockPr, ScsiError> {
         let path = path.as_ref().to_path_buf();
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&path)
-            .and_then(|file| Ok((file.metadata()?, file)));
-        let (meta, file) = match opened {
-            Ok(pair) => pair,
-            Err(source) => return Err(ScsiError::Open { path, source }),
-        };
+        let (meta, file) = crate::device::open_node(&path)?;
         if !meta.file_type().is_block_device() {
             return Err(ScsiError::NotBlock { path });
         }

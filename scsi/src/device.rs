@@ -128,6 +128,20 @@ fn classify(res: &SgIoResult, sense: &[u8]) -> Outcome {
     }
 }
 
+/// Opens a device node read-only and non-blocking (a read-write close would make udev
+/// re-probe the disk), with its metadata.
+pub(crate) fn open_node(path: &Path) -> Result<(std::fs::Metadata, std::fs::File), ScsiError> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .and_then(|file| Ok((file.metadata()?, file)))
+        .map_err(|source| ScsiError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 impl Device {
     /// Timeout for each command unless [`Device::set_timeout`] changes it.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -137,15 +151,7 @@ impl Device {
     /// device really speaks SCSI shows at the first command (`ENOTTY` → `NotScsi`).
     pub fn open(path: impl AsRef<Path>) -> Result<Device, ScsiError> {
         let path = path.as_ref().to_path_buf();
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&path)
-            .and_then(|file| Ok((file.metadata()?, file)));
-        let (meta, file) = match opened {
-            Ok(pair) => pair,
-            Err(source) => return Err(ScsiError::Open { path, source }),
-        };
+        let (meta, file) = open_node(&path)?;
         let ft = meta.file_type();
         let sg = ft.is_char_device() && libc::major(meta.rdev()) == SCSI_GENERIC_MAJOR;
         if !(ft.is_block_device() || sg) {
