@@ -12,6 +12,11 @@
 //!   against the same registrations sent one path after another;
 //! - spawning `sg_persist -n -k` on the first path against disklock's READ KEYS.
 //!
+//! With `--simulate-paths N --latency-us L` it needs no device: it times `register_all` on N
+//! paths of the simulated logical unit whose every command takes L µs (a SAN round trip),
+//! against one path, which shows what registering the paths at once buys on a machine with
+//! more than one CPU (the TCG guests have one). `scripts/test` runs it on the host.
+//!
 //! It prints figures and asserts nothing about them. The key it registers is this host's
 //! (or `--key`); if that key was not registered on the disk before, it is unregistered
 //! again at the end.
@@ -38,8 +43,16 @@ use crate::settings::Settings;
 #[derive(Debug, Args)]
 pub struct PrBenchArgs {
     /// The disk: a multipath map, or its paths (every DISK must be the same logical unit).
-    #[arg(value_name = "DISK", required = true)]
+    #[arg(value_name = "DISK", required_unless_present = "simulate_paths")]
     pub disks: Vec<OsString>,
+
+    /// No device: N paths of a simulated logical unit (see --latency-us).
+    #[arg(long, value_name = "N", conflicts_with = "disks", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub simulate_paths: Option<u32>,
+
+    /// With --simulate-paths: how long each simulated command takes, in µs.
+    #[arg(long, value_name = "US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub latency_us: u64,
 
     /// Timed repetitions of each in-process command.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -143,6 +156,9 @@ struct Report {
 }
 
 pub fn run(s: &Settings, args: &PrBenchArgs) -> anyhow::Result<Code> {
+    if let Some(n) = args.simulate_paths {
+        return simulated(n, args);
+    }
     let paths = open_paths(s, &args.disks)?;
     let key = match &args.key {
         Some(t) => {
@@ -352,6 +368,54 @@ fn scsi(p: &Path<Handle>) -> anyhow::Result<&disklock_scsi::Device> {
 }
 
 /// Times `n` runs of `f` after a warm-up.
+/// `register_all` on `n` simulated paths against one, every command taking `latency_us`.
+fn simulated(n: u32, args: &PrBenchArgs) -> anyhow::Result<Code> {
+    use crate::pr::engine::sim::Lu;
+    let lu = Lu::with_latency(Duration::from_micros(args.latency_us));
+    let key = ReservationKey(crate::pr::hostkey::from_host_id(1));
+    let paths: Vec<Path<_>> = (0..n)
+        .map(|i| Path {
+            name: format!("sim{i}"),
+            dev: lu.path(i),
+        })
+        .collect();
+    let err = |e: engine::PrError| anyhow::anyhow!("{}", chain_std(&e));
+    let iterations = args.iterations.min(200);
+    let (all, one) = interleaved(
+        iterations,
+        || engine::register_all(&paths, key).map_err(err),
+        || engine::register_all(&paths[..1], key).map_err(err),
+    )?;
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let report = Report {
+        disk: format!(
+            "simulated LU, {} µs a command, {cpus} CPU(s)",
+            args.latency_us
+        ),
+        key: key.to_string(),
+        paths: paths.iter().map(|p| p.name.clone()).collect(),
+        iterations,
+        build: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        rows: vec![
+            Row::new("register_all", "engine::register_all on every path", all)
+                .against("register_all on 1 path", one),
+        ],
+        sg_persist_speedup: None,
+    };
+    if args.json {
+        let mut o = serde_json::to_string_pretty(&report)?;
+        o.push('\n');
+        write_stdout(&o)?;
+    } else {
+        write_stdout(&text(&report))?;
+    }
+    Ok(Code::Ok)
+}
+
 fn series(n: u32, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Stats> {
     for _ in 0..WARMUP.min(n) {
         f()?;

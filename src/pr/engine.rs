@@ -165,7 +165,11 @@ where
     }
     // Threads pay off only where they can run at once (a 1-CPU guest is faster one path
     // after another).
-    let parallel = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    // Asked once: std reads the cgroup's CPU quota files each time (hundreds of µs in a
+    // TCG guest, more than the command itself).
+    static PARALLEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let parallel =
+        *PARALLEL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1));
     if let [only] = paths {
         return f(only);
     }
@@ -551,8 +555,8 @@ pub fn repair<D: PersistentReservations + Sync>(
     Ok(fixed)
 }
 
-#[cfg(test)]
-pub(crate) mod sim;
+/// The simulated logical unit: the engine's tests and `disklock __pr-bench --simulate-paths`.
+pub mod sim;
 
 #[cfg(test)]
 mod tests;

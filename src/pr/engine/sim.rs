@@ -34,12 +34,25 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Lu {
     state: Mutex<State>,
+    /// How long each command takes (a round trip), spent outside the state lock so that
+    /// commands on several paths overlap as on a real target.
+    latency: std::time::Duration,
 }
 
+// The benchmark uses only `with_latency` and `path`; the tests use the rest.
+#[cfg_attr(not(test), allow(dead_code))]
 impl Lu {
     /// A new unit; `Arc` because every path shares it.
     pub fn new() -> Arc<Lu> {
         Arc::new(Lu::default())
+    }
+
+    /// A unit whose every command takes `latency`.
+    pub fn with_latency(latency: std::time::Duration) -> Arc<Lu> {
+        Arc::new(Lu {
+            latency,
+            ..Lu::default()
+        })
     }
 
     /// A unit without PREEMPT AND ABORT, like tgt.
@@ -131,6 +144,9 @@ const PR_OUT: u8 = 0x5f;
 
 impl SimPath {
     fn state(&self) -> MutexGuard<'_, State> {
+        if !self.lu.latency.is_zero() {
+            std::thread::sleep(self.lu.latency);
+        }
         let mut s = self.lu.lock();
         s.commands += 1;
         s
