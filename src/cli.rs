@@ -11,8 +11,8 @@ Exit status:
   1  failed: a disk could not be resolved, its lease file could not be used, or a disk
      to release is not held (lookup: some disks could not be resolved, the others were)
   2  bad usage or configuration; nothing was done
-  3  a disk is busy: someone else holds its lease (the message names the holder);
-     nothing stays acquired
+  3  a disk is busy: someone else holds its lease or, with persistent reservations, its
+     reservation at the storage (the message names the holder); nothing stays acquired
   4  the command needs the daemon and none is running
   run: once CMD has started, CMD's own exit status (126: CMD cannot be executed,
      127: CMD not found)
@@ -80,6 +80,9 @@ pub enum Command {
     ///
     /// The leases are held for an owner process (--pid, default: the caller's parent, such
     /// as your shell or script) and released when it exits or by `disklock release`.
+    /// With persistent_reservations = 1, SCSI and NVMe disks are also reserved at the storage
+    /// (this host's key on every path); a disk another host has reserved is busy (exit 3)
+    /// unless --preempt takes it over.
     #[command(
         after_help = "Examples:\n  disklock acquire --owner web1 /var/lib/libvirt/images/web1.img\n  disklock acquire --shared --owner db --pid $$ /dev/sdb"
     )]
