@@ -164,32 +164,21 @@ fn in_process(
         let dir = s.lockspace(r.source.lockspace()).to_path_buf();
         let name = d.to_string_lossy().into_owned();
         if pr_on.is_some() {
-            let reservable = matches!(
-                r.source,
-                disklock_naming::Source::ScsiWwid | disklock_naming::Source::NvmeWwid
-            ) && !s
-                .config
-                .pr_exclude
-                .iter()
-                .any(|x| x == r.key.as_str() || *x == name);
-            match (&r.block, reservable) {
-                (Some(b), true) => {
-                    if !reserve.iter().any(|(_, d, _)| *d == b.devno) {
-                        reserve.push((name.clone(), b.devno, mode));
+            match crate::pr::reservable(&s.config, &r, &name) {
+                Ok(devno) => {
+                    if !reserve.iter().any(|(_, d, _)| *d == devno) {
+                        reserve.push((name.clone(), devno, mode));
                     } else if mode == Mode::Exclusive {
-                        for x in reserve.iter_mut().filter(|(_, d, _)| *d == b.devno) {
+                        for x in reserve.iter_mut().filter(|(_, d, _)| *d == devno) {
                             x.2 = Mode::Exclusive;
                         }
                     }
                 }
-                _ if pr.pr => {
-                    eprintln!(
-                        "disklock: {name}: --pr: no persistent reservation for a disk keyed by {}",
-                        r.source.as_str()
-                    );
+                Err(why) if pr.pr => {
+                    eprintln!("disklock: {name}: --pr: no persistent reservation ({why})");
                     return Ok(Code::Usage.into());
                 }
-                _ => {}
+                Err(_) => {}
             }
         }
         match wanted.iter_mut().find(|w| w.1 == dir && w.2 == r.key) {

@@ -634,32 +634,14 @@ impl Shell {
         if pr == Some(false) || !self.table.backend().enabled() {
             return Ok(None);
         }
-        let excluded = self
-            .settings
-            .config
-            .pr_exclude
-            .iter()
-            .any(|x| x == t.key.as_str() || x == &t.disk);
-        let reservable = matches!(
-            r.source,
-            disklock_naming::Source::ScsiWwid | disklock_naming::Source::NvmeWwid
-        );
-        match (&r.block, reservable && !excluded) {
-            (Some(b), true) => Ok(Some(Plan {
-                devno: b.devno,
+        match crate::pr::reservable(&self.settings.config, r, &t.disk) {
+            Ok(devno) => Ok(Some(Plan {
+                devno,
                 disk: t.disk.clone(),
                 preempt,
             })),
-            _ if pr == Some(true) => Err(Failure::InvalidParameter {
-                parameter: format!(
-                    "pr: {} cannot get a persistent reservation ({})",
-                    t.disk,
-                    if excluded {
-                        "it is in pr_exclude".to_owned()
-                    } else {
-                        format!("its key comes from {}, not a SCSI or NVMe WWID", t.source)
-                    }
-                ),
+            Err(why) if pr == Some(true) => Err(Failure::InvalidParameter {
+                parameter: format!("pr: {} cannot get a persistent reservation ({why})", t.disk),
             }),
             _ => Ok(None),
         }

@@ -4,7 +4,7 @@
 pub mod engine;
 pub mod hostkey;
 
-use disklock_naming::{DevNo, PathKind, Resolver, StoragePath};
+use disklock_naming::{DevNo, PathKind, Resolution, Resolver, Source, StoragePath};
 use disklock_scsi::pr::{PersistentReservations, PrType, ReservationKey};
 use disklock_scsi::{Device, ScsiError, blkpr::BlockPr};
 
@@ -26,18 +26,22 @@ pub enum Handle {
     Block(BlockPr),
 }
 
-impl PersistentReservations for Handle {
-    fn read_keys(&self) -> Result<disklock_scsi::pr::Keys, ScsiError> {
+impl Handle {
+    /// The one place a path's kind picks its transport.
+    fn transport(&self) -> &dyn PersistentReservations {
         match self {
-            Handle::Scsi(d) => d.read_keys(),
-            Handle::Block(b) => b.read_keys(),
+            Handle::Scsi(d) => d,
+            Handle::Block(b) => b,
         }
     }
+}
+
+impl PersistentReservations for Handle {
+    fn read_keys(&self) -> Result<disklock_scsi::pr::Keys, ScsiError> {
+        self.transport().read_keys()
+    }
     fn read_reservation(&self) -> Result<disklock_scsi::pr::Reservation, ScsiError> {
-        match self {
-            Handle::Scsi(d) => d.read_reservation(),
-            Handle::Block(b) => b.read_reservation(),
-        }
+        self.transport().read_reservation()
     }
     fn register(
         &self,
@@ -45,28 +49,16 @@ impl PersistentReservations for Handle {
         new: ReservationKey,
         flags: disklock_scsi::pr::RegisterFlags,
     ) -> Result<(), ScsiError> {
-        match self {
-            Handle::Scsi(d) => d.register(old, new, flags),
-            Handle::Block(b) => b.register(old, new, flags),
-        }
+        self.transport().register(old, new, flags)
     }
     fn reserve(&self, key: ReservationKey, kind: PrType) -> Result<(), ScsiError> {
-        match self {
-            Handle::Scsi(d) => d.reserve(key, kind),
-            Handle::Block(b) => b.reserve(key, kind),
-        }
+        self.transport().reserve(key, kind)
     }
     fn release(&self, key: ReservationKey, kind: PrType) -> Result<(), ScsiError> {
-        match self {
-            Handle::Scsi(d) => d.release(key, kind),
-            Handle::Block(b) => b.release(key, kind),
-        }
+        self.transport().release(key, kind)
     }
     fn clear(&self, key: ReservationKey) -> Result<(), ScsiError> {
-        match self {
-            Handle::Scsi(d) => d.clear(key),
-            Handle::Block(b) => b.clear(key),
-        }
+        self.transport().clear(key)
     }
     fn preempt(
         &self,
@@ -75,10 +67,31 @@ impl PersistentReservations for Handle {
         kind: PrType,
         abort: bool,
     ) -> Result<(), ScsiError> {
-        match self {
-            Handle::Scsi(d) => d.preempt(key, victim, kind, abort),
-            Handle::Block(b) => b.preempt(key, victim, kind, abort),
-        }
+        self.transport().preempt(key, victim, kind, abort)
+    }
+}
+
+/// The device of a resolved disk that may get a persistent reservation, or why it may not:
+/// its key must be a SCSI or NVMe WWID, and neither the key nor `disk` (as the user named
+/// it) may be in `pr_exclude`. The daemon and daemonless `run` both decide with this.
+pub fn reservable(
+    config: &disklock_conf::Config,
+    r: &Resolution,
+    disk: &str,
+) -> Result<DevNo, String> {
+    if config
+        .pr_exclude
+        .iter()
+        .any(|x| x == r.key.as_str() || x == disk)
+    {
+        return Err("it is in pr_exclude".to_owned());
+    }
+    match (&r.block, r.source) {
+        (Some(b), Source::ScsiWwid | Source::NvmeWwid) => Ok(b.devno),
+        _ => Err(format!(
+            "its key comes from {}, not a SCSI or NVMe WWID",
+            r.source.as_str()
+        )),
     }
 }
 
