@@ -45,6 +45,9 @@ if [ "${VM_SKIP_DEPS:-0}" != 1 ]; then
 fi
 phase "build disklock" cargo build --bin disklock
 export DISKLOCK_BIN="$ROOT/target/debug/disklock"
+# The persistent-reservation benchmark measures the build users run.
+phase "build release disklock" cargo build --release --bin disklock
+export DISKLOCK_RELEASE_BIN="$ROOT/target/release/disklock"
 # The resolver benchmark also runs inside a guest, on real devices.
 bench_bin() {
   DISKLOCK_BENCH_BIN=$(cargo bench -q -p disklock-naming --bench resolve --no-run --message-format=json \

@@ -32,6 +32,8 @@ const KEY_A: u64 = host_id_key(1);
 const KEY_B: u64 = host_id_key(2);
 /// Write Exclusive, Registrants Only: disklock's default `pr_type`.
 const WE_RO: u8 = 5;
+/// Where the release build of disklock goes in the guests, for the benchmark.
+const BENCH_BIN: &str = "/usr/local/bin/disklock-release";
 /// The daemon's `pr_check_interval` in these rigs.
 const CHECK_SECS: u32 = 2;
 
@@ -671,12 +673,16 @@ fn bench(h: &Host, dev: &str) -> Result<()> {
     let before = sg_keys(h, dev)?;
     let out = timed("step pr-bench", || {
         h.run_ok(&format!(
-            "disklock __pr-bench --json --iterations 200 --spawns 20 {dev}"
+            "b={BENCH_BIN}; [ -x $b ] || b=disklock; $b __pr-bench --json --iterations 200 --spawns 20 {dev}"
         ))
     })?;
     let v: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("__pr-bench: {e}: {out}"));
     let paths = v["paths"].as_array().map_or(0, Vec::len);
+    note(format!(
+        "MEASURED: pr-bench ran the {} build of disklock",
+        v["build"].as_str().unwrap_or("?")
+    ));
     let rows = v["rows"].as_array().expect("rows");
     let p50 = |s: &serde_json::Value| s["p50_us"].as_f64().unwrap_or(f64::NAN);
     for r in rows {
@@ -742,6 +748,10 @@ fn pr_rig(kind: TargetKind) -> Result<Rig> {
         .target_kind(kind)
         .hosts(2)
         .disklock(common::disklock_bin());
+    // The benchmark runs the release build when run-tests.sh provides one.
+    if let Some(release) = std::env::var_os("DISKLOCK_RELEASE_BIN").filter(|v| !v.is_empty()) {
+        builder = builder.program(release, BENCH_BIN);
+    }
     builder = match kind {
         // LUN 1: one path (scenarios 1-4); LUN 2: two paths (multipath, benchmark).
         TargetKind::Tgt => builder.luns(2).lun_paths(2, 2).udev(true),
