@@ -342,6 +342,10 @@ pub struct Lease {
     /// Host id and pid of the holder record this process writes, to find its line again.
     /// The host id is the same for every lease of a process: shared (see [`host_id`]).
     me: (Arc<str>, u32),
+    /// The holder record of a new exclusive lease, not written yet
+    /// ([`acquire_deferring_body`], [`Lease::write_pending`]). Boxed: a held lease keeps
+    /// only the pointer (the daemon holds up to 100,000).
+    pending: Option<Box<Holder>>,
 }
 
 /// The host id, shared by the leases that record it (a daemon holds up to 100,000).
@@ -478,6 +482,29 @@ pub fn acquire(
     mode: Mode,
     holder: &Holder,
 ) -> Result<Acquired<Lease>, LeaseError> {
+    acquire_with(dir, key, mode, holder, false)
+}
+
+/// [`acquire`], except that the holder record of a new exclusive lease file is left for
+/// [`Lease::write_pending`]: the daemon answers first and writes it right after. Until then
+/// the file is empty, which readers take as a holder not recorded yet; a shared lease's
+/// record is written at once (its body is edited under a lock other holders wait for).
+pub fn acquire_deferring_body(
+    dir: &Path,
+    key: &DiskKey,
+    mode: Mode,
+    holder: &Holder,
+) -> Result<Acquired<Lease>, LeaseError> {
+    acquire_with(dir, key, mode, holder, true)
+}
+
+fn acquire_with(
+    dir: &Path,
+    key: &DiskKey,
+    mode: Mode,
+    holder: &Holder,
+    defer: bool,
+) -> Result<Acquired<Lease>, LeaseError> {
     let given = dir;
     let dir = prepared(given)?;
     // The key has no '/', NUL, '.'/'..' and is at most NAME_MAX bytes (DiskKey's invariant),
@@ -488,7 +515,7 @@ pub fn acquire(
             path: path.to_path_buf(),
         });
     }
-    let mut result = acquire_at(&dir, &path, mode, holder);
+    let mut result = acquire_at(&dir, &path, mode, holder, defer);
     // The cached directory is gone (removed, or replaced by a symlink): check it again.
     if let Err(LeaseError::Io {
         op: "open", source, ..
@@ -504,7 +531,7 @@ pub fn acquire(
                 path: again.to_path_buf(),
             });
         }
-        result = acquire_at(&dir, &again, mode, holder);
+        result = acquire_at(&dir, &again, mode, holder, defer);
         if !matches!(result, Ok(Acquired::Held(_))) {
             held_remove(&again);
         }
@@ -521,6 +548,7 @@ fn acquire_at(
     shared: &Arc<Path>,
     mode: Mode,
     holder: &Holder,
+    defer: bool,
 ) -> Result<Acquired<Lease>, LeaseError> {
     let path: &Path = shared;
     for _ in 0..MAX_ATTEMPTS {
@@ -541,22 +569,23 @@ fn acquire_at(
         // unlinked it (and someone else recreated it) between our open and our lock.
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => {
-                let lease = Lease {
+                let mut lease = Lease {
                     file: Some(file),
                     path: shared.clone(),
                     dev: meta.dev(),
                     ino: meta.ino(),
                     mode,
                     me: (host_id(&holder.host_id), holder.pid),
+                    pending: None,
                 };
                 // On failure, `lease` drops: the lock goes and the file stays (a stale, free
                 // lease file), which is never a lost or phantom lock. A new (empty) file needs
                 // no truncation.
                 if mode == Mode::Exclusive && meta.len() == 0 {
-                    lease
-                        .file()
-                        .write_all_at(render_holders(std::slice::from_ref(holder)).as_bytes(), 0)
-                        .map_err(io_err("write", path))?;
+                    lease.pending = Some(Box::new(holder.clone()));
+                    if !defer {
+                        lease.write_pending()?;
+                    }
                 } else {
                     lease.write_holder(holder)?;
                 }
@@ -677,14 +706,28 @@ impl Lease {
     }
 
     fn file(&self) -> &File {
-        // `file` is only taken in Drop.
+        // `file` is only taken in Drop and by `release_with`, which consume the lease.
         self.file
             .as_ref()
             .unwrap_or_else(|| unreachable!("lease file taken before drop"))
     }
 
+    /// Writes the holder record left unwritten by [`acquire_deferring_body`], if any.
+    pub fn write_pending(&mut self) -> Result<(), LeaseError> {
+        match self.pending.take() {
+            // The file was empty when locked, and only its holder writes it.
+            Some(holder) => self
+                .file()
+                .write_all_at(render_holders(std::slice::from_ref(&*holder)).as_bytes(), 0)
+                .map_err(io_err("write", &self.path)),
+            None => Ok(()),
+        }
+    }
+
     /// Writes (or rewrites) this process's holder record into the lease body.
-    pub fn write_holder(&self, holder: &Holder) -> Result<(), LeaseError> {
+    pub fn write_holder(&mut self, holder: &Holder) -> Result<(), LeaseError> {
+        // This record replaces any still pending.
+        self.pending = None;
         let file = self.file();
         match self.mode {
             Mode::Exclusive => write_body(
@@ -745,13 +788,28 @@ impl Lease {
     /// succeeds, i.e. no other host or process holds it. The lock is dropped in any case,
     /// also when an error is returned (the file then stays behind, stale and free).
     pub fn release(self) -> Result<Released, LeaseError> {
+        self.release_with(drop)
+    }
+
+    /// [`Lease::release`], handing the fd of a file it removed to `close` instead of closing
+    /// it here: its lock then guards an inode no path leads to, so closing it may wait (the
+    /// daemon closes it once it is idle). Any other fd is closed here, as by `release`.
+    pub fn release_with(mut self, close: impl FnOnce(File)) -> Result<Released, LeaseError> {
         let file = self.file();
         let last = match self.mode {
             Mode::Exclusive => true,
             Mode::Shared => set_lease_lock(file, short(libc::F_WRLCK)).is_ok(),
         };
         if last {
-            self.unlink_if_ours()
+            let released = self.unlink_if_ours();
+            if let Ok(Released::Unlinked) = released
+                && let Some(file) = self.file.take()
+            {
+                // A new open of the path makes a new file: the path is free already.
+                held_remove(&self.path);
+                close(file);
+            }
+            released
         } else {
             let (host_id, pid) = &self.me;
             self.edit_shared_body(|hs| hs.retain(|h| !(*h.host_id == **host_id && h.pid == *pid)))?;
@@ -853,6 +911,7 @@ fn release_after_exit_at(held: &HeldElsewhere, shared: &Arc<Path>) -> Result<Rel
         ino: held.ino,
         mode: Mode::Shared,
         me: (Arc::from(held.host_id.as_str()), held.pid),
+        pending: None,
     };
     match set_lease_lock(lease.file(), short(libc::F_WRLCK)) {
         // Nobody holds it: remove it (only if it is still the inode at the path), then the
@@ -969,6 +1028,100 @@ mod tests {
 
     fn key(s: &str) -> DiskKey {
         DiskKey::new(s).unwrap()
+    }
+
+    #[test]
+    fn deferred_body_is_written_once_and_never_over_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = holder(std::process::id(), Mode::Exclusive);
+        let Acquired::Held(mut lease) =
+            acquire_deferring_body(dir.path(), &key("k1"), Mode::Exclusive, &h).unwrap()
+        else {
+            panic!("busy")
+        };
+        let body = || std::fs::read_to_string(dir.path().join("k1")).unwrap();
+        assert_eq!(body(), "", "not written yet");
+        lease.write_pending().unwrap();
+        assert_eq!(parse_holders(&body()), vec![h.clone()]);
+        // Written once: a second call writes nothing (the file is left as it is).
+        std::fs::write(dir.path().join("k1"), "x").unwrap();
+        lease.write_pending().unwrap();
+        assert_eq!(body(), "x");
+        lease.release().unwrap();
+
+        // A record written meanwhile replaces the pending one.
+        let Acquired::Held(mut lease) =
+            acquire_deferring_body(dir.path(), &key("k2"), Mode::Exclusive, &h).unwrap()
+        else {
+            panic!("busy")
+        };
+        let mut newer = h.clone();
+        newer.since = 99;
+        lease.write_holder(&newer).unwrap();
+        lease.write_pending().unwrap();
+        let text = std::fs::read_to_string(dir.path().join("k2")).unwrap();
+        assert_eq!(parse_holders(&text), vec![newer]);
+        lease.release().unwrap();
+
+        // The plain acquire writes at once.
+        let Acquired::Held(lease) = acquire(dir.path(), &key("k3"), Mode::Exclusive, &h).unwrap()
+        else {
+            panic!("busy")
+        };
+        let text = std::fs::read_to_string(dir.path().join("k3")).unwrap();
+        assert_eq!(parse_holders(&text), vec![h]);
+        lease.release().unwrap();
+    }
+
+    #[test]
+    fn release_with_hands_over_only_a_removed_files_fd() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = holder(std::process::id(), Mode::Exclusive);
+        let Acquired::Held(lease) = acquire(dir.path(), &key("k1"), Mode::Exclusive, &h).unwrap()
+        else {
+            panic!("busy")
+        };
+        let mut handed = None;
+        assert_eq!(
+            lease.release_with(|f| handed = Some(f)).unwrap(),
+            Released::Unlinked
+        );
+        // The path is free for a new lease while the old fd is still open.
+        let fd = handed.expect("fd handed over");
+        let Acquired::Held(again) = acquire(dir.path(), &key("k1"), Mode::Exclusive, &h).unwrap()
+        else {
+            panic!("busy")
+        };
+        drop(fd);
+        // Closing the old fd did not drop the new lease's lock (another inode). An OFD lock
+        // query sees this process's own fcntl locks, as another process would.
+        let other = File::open(dir.path().join("k1")).unwrap();
+        let mut fl = flock(short(libc::F_WRLCK), 0);
+        fcntl(&other, FcntlArg::F_OFD_GETLK(&mut fl)).unwrap();
+        assert_eq!(fl.l_type, short(libc::F_WRLCK), "still locked");
+        assert!(is_held_here(again.path()));
+        again.release().unwrap();
+
+        // A shared lease kept (another holder) closes its fd itself.
+        let s = holder(std::process::id(), Mode::Shared);
+        let Acquired::Held(shared) = acquire(dir.path(), &key("k2"), Mode::Shared, &s).unwrap()
+        else {
+            panic!("busy")
+        };
+        let path = dir.path().join("k2");
+        // Another holder's read lock (an OFD lock: it conflicts with ours although this
+        // process owns both) makes this holder not the last.
+        let other = File::open(&path).unwrap();
+        fcntl(
+            &other,
+            FcntlArg::F_OFD_SETLK(&flock(short(libc::F_RDLCK), 0)),
+        )
+        .unwrap();
+        let mut handed = false;
+        let kept = shared.release_with(|_| handed = true).unwrap();
+        assert_eq!(kept, Released::Kept);
+        assert!(!handed);
+        assert!(!is_held_here(&path));
     }
 
     #[test]
@@ -1101,7 +1254,7 @@ mod tests {
         )
         .unwrap();
         let mut h = holder(std::process::id(), Mode::Shared);
-        let Acquired::Held(lease) = acquire(dir.path(), &key("k6"), Mode::Shared, &h).unwrap()
+        let Acquired::Held(mut lease) = acquire(dir.path(), &key("k6"), Mode::Shared, &h).unwrap()
         else {
             panic!("busy")
         };

@@ -1,5 +1,6 @@
-//! The daemon's stderr log: one line per event, written with one `write` as the event
-//! happens (nothing is buffered across events, so a crash loses nothing already logged).
+//! The daemon's stderr log: one line per event, each written whole. On the daemon's
+//! runtime thread lines are written once the replies are out, all of them with one `write`
+//! just before the thread sleeps ([`super::idle`]); on any other thread, as it happens.
 //!
 //! The line reads as `tracing_subscriber::fmt`'s default format without colours does —
 //! `2026-01-02T03:04:05.678901Z  INFO disklock::daemon::server: acquired … event="acquire"
@@ -18,7 +19,7 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 
-/// The layer: formats each event into a reused buffer and writes it to stderr.
+/// The layer: formats each event into a reused buffer for stderr.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LineLayer;
 
@@ -30,9 +31,12 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for LineLayer {
         let write = |line: &mut String| {
             line.clear();
             format_line(line, event, SystemTime::now());
-            // One write (stderr is unbuffered); a log that cannot be written is not an error
-            // worth failing a request for.
-            let _ = std::io::stderr().write_all(line.as_bytes());
+            // On the daemon's runtime thread the line waits until the replies are out
+            // (`idle`); elsewhere it is one write (stderr is unbuffered). A log that cannot
+            // be written is not an error worth failing a request for.
+            if !super::idle::log(line.as_bytes()) {
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
         };
         // An event logged while formatting another (from a Display impl) gets its own buffer.
         BUF.with(|b| match b.try_borrow_mut() {

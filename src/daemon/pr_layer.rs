@@ -269,8 +269,11 @@ impl Backend for PrBackend {
         }
     }
 
-    fn update(&mut self, lease: &PrLease, holder: &Holder) -> Result<(), LeaseError> {
-        self.files.update(&lease.file, holder)
+    fn update(&mut self, lease: &mut PrLease, holder: &Holder) -> Result<(), LeaseError> {
+        self.files.update(&mut lease.file, holder)
+    }
+    fn settle(&mut self, lease: &mut PrLease) -> Result<(), LeaseError> {
+        self.files.settle(&mut lease.file)
     }
 
     fn release(&mut self, lease: PrLease) -> Result<Released, LeaseError> {

@@ -81,8 +81,13 @@ enum Cmd {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
     raise_nofile_limit();
+    // The runtime runs on this thread: log writes and the closing of removed lease files
+    // wait until it is about to sleep, i.e. until the replies are out (`idle`).
+    super::idle::enable();
+    let _flush = super::idle::RunOnDrop;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(super::idle::run)
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(serve(settings, socket))
@@ -415,9 +420,13 @@ async fn table_task(
         match cmd {
             Cmd::Request { req, peer, reply } => {
                 let r = shell.request(req, peer);
-                shell.effects();
                 // The client may be gone; its owner's death releases what it took.
                 let _ = reply.send(r);
+                // Let the connection task write the reply, then start owner watches and log
+                // the events. Commands wait in the channel meanwhile.
+                tokio::task::yield_now().await;
+                shell.table.settle();
+                shell.effects();
             }
             Cmd::OwnerDied { uuid, pid } => shell.owner_died(&uuid, pid),
             Cmd::CheckReservations => shell.check_reservations(),
@@ -940,7 +949,7 @@ fn log_event(e: &Event) {
             key = %lease.key,
             lockspace = %lease.lockspace.display(),
             reason = %reason,
-            "cannot rewrite the holder record of {}: {reason}",
+            "cannot write the holder record of {}: {reason}",
             lease.path().display()
         ),
     }

@@ -43,7 +43,11 @@ pub trait Backend {
         holder: &Holder,
     ) -> Result<Acquired<Self::Lease>, LeaseError>;
     /// Rewrites the holder record of a held lease.
-    fn update(&mut self, lease: &Self::Lease, holder: &Holder) -> Result<(), LeaseError>;
+    fn update(&mut self, lease: &mut Self::Lease, holder: &Holder) -> Result<(), LeaseError>;
+    /// Does what taking a lease left for after the reply (writing its holder record).
+    fn settle(&mut self, _lease: &mut Self::Lease) -> Result<(), LeaseError> {
+        Ok(())
+    }
     /// Gives a lease back (the lock is gone afterwards even on error).
     fn release(&mut self, lease: Self::Lease) -> Result<Released, LeaseError>;
 }
@@ -61,13 +65,18 @@ impl Backend for FileBackend {
         mode: Mode,
         holder: &Holder,
     ) -> Result<Acquired<lockspace::Lease>, LeaseError> {
-        lockspace::acquire(dir, key, mode, holder)
+        // The holder record of a new lease is written once the reply is out (`settle`).
+        lockspace::acquire_deferring_body(dir, key, mode, holder)
     }
-    fn update(&mut self, lease: &lockspace::Lease, holder: &Holder) -> Result<(), LeaseError> {
+    fn update(&mut self, lease: &mut lockspace::Lease, holder: &Holder) -> Result<(), LeaseError> {
         lease.write_holder(holder)
     }
+    fn settle(&mut self, lease: &mut lockspace::Lease) -> Result<(), LeaseError> {
+        lease.write_pending()
+    }
     fn release(&mut self, lease: lockspace::Lease) -> Result<Released, LeaseError> {
-        lease.release()
+        // A removed file's fd closes once the daemon is idle.
+        lease.release_with(super::idle::close)
     }
 }
 
@@ -406,6 +415,8 @@ pub struct Table<B: Backend> {
     names: HashMap<Arc<str>, Named>,
     owners: BTreeMap<String, OwnerEntry>,
     effects: Vec<Effect>,
+    /// Leases taken since the last [`Table::settle`].
+    unsettled: Vec<Arc<LeaseId>>,
 }
 
 /// The held leases first taken under one disk name.
@@ -426,6 +437,7 @@ impl<B: Backend> Table<B> {
             leases: BTreeMap::new(),
             names: HashMap::new(),
             owners: BTreeMap::new(),
+            unsettled: Vec::new(),
             effects: Vec::new(),
         }
     }
@@ -736,6 +748,7 @@ impl<B: Backend> Table<B> {
                     },
                 );
                 taken.push(id.clone());
+                self.unsettled.push(id.clone());
                 self.effects.push(Effect::Log(Event::Acquired {
                     disk,
                     lease: id.clone(),
@@ -757,10 +770,31 @@ impl<B: Backend> Table<B> {
         }
     }
 
+    /// Finishes the leases taken since the last call (see [`Backend::settle`]): the shell
+    /// calls it once the reply is out. A failure leaves the lease held (the lock is what
+    /// excludes others) and is logged: others see no holder record.
+    pub fn settle(&mut self) {
+        for id in std::mem::take(&mut self.unsettled) {
+            // Gone already: rolled back or released.
+            let Some(e) = self.leases.get_mut(&id) else {
+                continue;
+            };
+            if let Err(err) = self.backend.settle(&mut e.lease) {
+                self.effects.push(Effect::Log(Event::HolderNotUpdated {
+                    lease: id.clone(),
+                    reason: crate::exit::chain_std(&err),
+                }));
+            }
+        }
+    }
+
     fn rewrite_holder(&mut self, id: &Arc<LeaseId>) {
         let Some(e) = self.leases.get(id) else { return };
         let holder = self.entry_holder(e);
-        if let Err(err) = self.backend.update(&e.lease, &holder) {
+        let Some(e) = self.leases.get_mut(id) else {
+            return;
+        };
+        if let Err(err) = self.backend.update(&mut e.lease, &holder) {
             self.effects.push(Effect::Log(Event::HolderNotUpdated {
                 lease: id.clone(),
                 reason: crate::exit::chain_std(&err),
@@ -977,6 +1011,9 @@ mod tests {
         broken: BTreeSet<String>,
         double_open: usize,
         updates: usize,
+        /// Leases settled, and keys whose settling fails.
+        settled: Vec<LeaseId>,
+        unsettleable: BTreeSet<String>,
     }
 
     #[derive(Debug)]
@@ -1019,12 +1056,25 @@ mod tests {
             self.ours.insert(id.clone(), mode);
             Ok(Acquired::Held(FakeLease(id)))
         }
-        fn update(&mut self, lease: &FakeLease, _h: &Holder) -> Result<(), LeaseError> {
+        fn update(&mut self, lease: &mut FakeLease, _h: &Holder) -> Result<(), LeaseError> {
             assert!(
                 self.ours.contains_key(&lease.0),
                 "update of a lease not held"
             );
             self.updates += 1;
+            Ok(())
+        }
+        fn settle(&mut self, lease: &mut FakeLease) -> Result<(), LeaseError> {
+            assert!(
+                self.ours.contains_key(&lease.0),
+                "settle of a lease not held"
+            );
+            if self.unsettleable.contains(lease.0.key.as_str()) {
+                return Err(LeaseError::NoLocks {
+                    dir: lease.0.lockspace.to_path_buf(),
+                });
+            }
+            self.settled.push(lease.0.clone());
             Ok(())
         }
         fn release(&mut self, lease: FakeLease) -> Result<Released, LeaseError> {
@@ -1125,6 +1175,34 @@ mod tests {
         assert_eq!(t.backend().ours.len(), 2);
         assert_eq!(t.backend().updates, 1);
         assert_eq!(t.backend().double_open, 0);
+    }
+
+    #[test]
+    fn new_locks_are_settled_once_after_the_reply() {
+        let mut t = table();
+        t.backend.unsettleable.insert("key3".into());
+        t.acquire(req(1, &[1, 2], Mode::Shared), 1).unwrap();
+        // Joining a shared lease takes no new lock: nothing more to settle for it.
+        t.acquire(req(2, &[2], Mode::Shared), 1).unwrap();
+        // Taken and released before settling: nothing left to settle.
+        t.acquire(req(3, &[4], Mode::Exclusive), 1).unwrap();
+        t.release(&[("/disk4".into(), id(4))], None, 0).unwrap();
+        // Rolled back (disk 5 is busy): nothing either.
+        t.backend.elsewhere.insert(id(5), Mode::Exclusive);
+        assert!(t.acquire(req(4, &[6, 5], Mode::Exclusive), 1).is_err());
+        t.acquire(req(5, &[3], Mode::Exclusive), 1).unwrap();
+        t.take_effects();
+        t.settle();
+        assert_eq!(t.backend().settled, vec![id(1), id(2)]);
+        // A lease that cannot be settled stays held; the failure is logged.
+        assert_eq!(t.len(), 3);
+        let e = t.take_effects();
+        assert!(
+            matches!(&e[..], [Effect::Log(Event::HolderNotUpdated { lease, .. })] if **lease == id(3)),
+            "{e:?}"
+        );
+        t.settle();
+        assert_eq!(t.backend().settled.len(), 2, "settled once");
     }
 
     #[test]
