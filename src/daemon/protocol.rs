@@ -3,7 +3,7 @@
 //! `org.varlink.service` introspection calls.
 //!
 //! The same types serve the client and the server: [`Request::to_call`] and
-//! [`Request::from_call`], [`encode_failure`] and [`Failure::from_reply`], so the two
+//! [`Request::decode`], [`encode_failure`] and [`Failure::from_reply`], so the two
 //! cannot drift apart. Replies are encoded straight from their types ([`encode_ok`],
 //! [`encode_failure`]), never through a `Value` tree. No sockets here: framing is
 //! [`Framer`] over bytes.
@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::table::LeaseView;
 use crate::lockspace::{Holder, LockInfo, Owner};
@@ -203,48 +204,73 @@ impl Request {
         }
     }
 
-    /// Decodes a call; an unknown method or bad parameters is the [`Failure`] to reply.
-    pub fn from_call(call: Call) -> Result<Request, Failure> {
-        let params = match call.parameters {
-            Value::Null => Value::Object(Default::default()),
-            v => v,
-        };
-        let (iface, name) =
-            call.method
-                .rsplit_once('.')
-                .ok_or_else(|| Failure::InterfaceNotFound {
-                    interface: call.method.clone(),
-                })?;
+    /// Decodes a message as it arrives (NUL stripped) into the request and whether it is
+    /// oneway; an unknown method or bad parameters is the [`Failure`] to reply (with the
+    /// oneway flag, when the message was a call at all). The parameters are parsed straight
+    /// into their types, never through a `Value` tree.
+    pub fn decode(msg: &[u8]) -> Result<(Request, bool), (Failure, bool)> {
+        let call: InCall<'_> = serde_json::from_slice(msg).map_err(|e| {
+            let f = Failure::InvalidParameter {
+                parameter: format!("not a Varlink call: {e}"),
+            };
+            (f, false)
+        })?;
+        Request::dispatch(&call.method, call.parameters)
+            .map(|r| (r, call.oneway))
+            .map_err(|f| (f, call.oneway))
+    }
+
+    fn dispatch(method: &str, params: Option<&RawValue>) -> Result<Request, Failure> {
+        let (iface, name) = method
+            .rsplit_once('.')
+            .ok_or_else(|| Failure::InterfaceNotFound {
+                interface: method.to_owned(),
+            })?;
         let bad = |e: serde_json::Error| Failure::InvalidParameter {
             parameter: e.to_string(),
         };
         match (iface, name) {
             (INTERFACE, "Version") => Ok(Request::Version),
             (INTERFACE, "Status") => Ok(Request::Status),
-            (INTERFACE, "Acquire") => serde_json::from_value(params)
-                .map(Request::Acquire)
-                .map_err(bad),
-            (INTERFACE, "Release") => serde_json::from_value(params)
-                .map(Request::Release)
-                .map_err(bad),
-            (INTERFACE, "ReleaseOwner") => serde_json::from_value(params)
-                .map(Request::ReleaseOwner)
-                .map_err(bad),
+            (INTERFACE, "Acquire") => parse(params).map(Request::Acquire).map_err(bad),
+            (INTERFACE, "Release") => parse(params).map(Request::Release).map_err(bad),
+            (INTERFACE, "ReleaseOwner") => parse(params).map(Request::ReleaseOwner).map_err(bad),
             (SERVICE, "GetInfo") => Ok(Request::GetInfo),
-            (SERVICE, "GetInterfaceDescription") => {
-                serde_json::from_value::<InterfaceParam>(params)
-                    .map(|p| Request::GetInterfaceDescription {
-                        interface: p.interface,
-                    })
-                    .map_err(bad)
-            }
+            (SERVICE, "GetInterfaceDescription") => parse::<InterfaceParam>(params)
+                .map(|p| Request::GetInterfaceDescription {
+                    interface: p.interface,
+                })
+                .map_err(bad),
             (INTERFACE | SERVICE, _) => Err(Failure::MethodNotFound {
-                method: call.method.clone(),
+                method: method.to_owned(),
             }),
             _ => Err(Failure::InterfaceNotFound {
                 interface: iface.to_owned(),
             }),
         }
+    }
+}
+
+/// A call as the daemon reads it: the method borrowed (unless it has escapes) and the
+/// parameters kept as raw JSON, parsed once the method says into what.
+#[derive(Deserialize)]
+struct InCall<'a> {
+    #[serde(borrow)]
+    method: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    parameters: Option<&'a RawValue>,
+    #[serde(default)]
+    oneway: bool,
+    // `more` is accepted and answered with one reply, as `Call` documents.
+    #[serde(default, rename = "more")]
+    _more: bool,
+}
+
+/// A call's parameters, absent or null being an empty object.
+fn parse<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>) -> serde_json::Result<T> {
+    match raw.map(RawValue::get) {
+        None | Some("null") => serde_json::from_str("{}"),
+        Some(raw) => serde_json::from_str(raw),
     }
 }
 
@@ -417,7 +443,11 @@ pub fn encode_failure(f: &Failure) -> Vec<u8> {
 
 /// Encodes a message: JSON and a NUL.
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    let mut v = serde_json::to_vec(msg).unwrap_or_default();
+    // Room for an acquire's reply (about 600 bytes a lease) without regrowing.
+    let mut v = Vec::with_capacity(1024);
+    if serde_json::to_writer(&mut v, msg).is_err() {
+        v.clear();
+    }
     v.push(0);
     v
 }
@@ -527,8 +557,10 @@ mod tests {
         for r in reqs {
             let bytes = encode(&r.to_call());
             assert_eq!(bytes.last(), Some(&0));
-            let call: Call = serde_json::from_slice(&bytes[..bytes.len() - 1]).unwrap();
-            assert_eq!(Request::from_call(call).unwrap(), r);
+            assert_eq!(
+                Request::decode(&bytes[..bytes.len() - 1]).unwrap(),
+                (r, false)
+            );
         }
     }
 
@@ -599,36 +631,94 @@ mod tests {
 
     #[test]
     fn bad_calls() {
-        let call = |m: &str, p: Value| Call {
-            method: m.into(),
-            parameters: p,
-            oneway: false,
-            more: false,
+        let call = |m: &str, p: Value| {
+            let bytes = serde_json::to_vec(&Call {
+                method: m.into(),
+                parameters: p,
+                oneway: false,
+                more: false,
+            })
+            .unwrap();
+            Request::decode(&bytes).map(|(r, _)| r).map_err(|(f, _)| f)
         };
         assert!(matches!(
-            Request::from_call(call("io.disklock.Lease.Nope", Value::Null)),
+            call("io.disklock.Lease.Nope", Value::Null),
             Err(Failure::MethodNotFound { .. })
         ));
         assert!(matches!(
-            Request::from_call(call("com.example.X", Value::Null)),
+            call("com.example.X", Value::Null),
             Err(Failure::InterfaceNotFound { .. })
         ));
         assert!(matches!(
-            Request::from_call(call("nodot", Value::Null)),
+            call("nodot", Value::Null),
             Err(Failure::InterfaceNotFound { .. })
         ));
         assert!(matches!(
-            Request::from_call(call(
-                "io.disklock.Lease.Acquire",
-                serde_json::json!({"disks": 5})
-            )),
+            call("io.disklock.Lease.Acquire", serde_json::json!({"disks": 5})),
             Err(Failure::InvalidParameter { .. })
         ));
         // A method without parameters accepts none, null or {}.
         assert_eq!(
-            Request::from_call(call("io.disklock.Lease.Status", serde_json::json!({}))).unwrap(),
+            call("io.disklock.Lease.Status", serde_json::json!({})).unwrap(),
             Request::Status
         );
+    }
+
+    #[test]
+    fn decode_reads_the_call_as_sent() {
+        // Escapes in the method, explicit null parameters, `more` accepted.
+        assert_eq!(
+            Request::decode(
+                br#"{"method":"io.disklock.Lease.Vers\u0069on","parameters":null,"more":true}"#
+            ),
+            Ok((Request::Version, false))
+        );
+        assert_eq!(
+            Request::decode(br#"{"oneway":true,"method":"io.disklock.Lease.Release","parameters":{"disks":["/d"]}}"#),
+            Ok((
+                Request::Release(ReleaseParams {
+                    disks: vec!["/d".into()],
+                    owner: None,
+                }),
+                true
+            ))
+        );
+        // A bad call that is a call keeps its oneway flag; what is no call has none.
+        assert!(matches!(
+            Request::decode(br#"{"method":"io.disklock.Lease.Acquire","oneway":true}"#),
+            Err((Failure::InvalidParameter { .. }, true))
+        ));
+        for junk in [&b""[..], b"[]", b"{", b"{\"method\":5}", b"\xff"] {
+            assert!(
+                matches!(
+                    Request::decode(junk),
+                    Err((Failure::InvalidParameter { .. }, false))
+                ),
+                "{junk:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = Request::decode(&bytes);
+        }
+
+        #[test]
+        fn decode_takes_any_disk_name(path in "\\PC{0,40}", shared: bool) {
+            let r = Request::Acquire(AcquireParams {
+                disks: vec![DiskRequest {
+                    path,
+                    mode: if shared { DiskMode::Shared } else { DiskMode::Exclusive },
+                }],
+                owner: owner(),
+                preempt: shared,
+                pr: None,
+            });
+            let bytes = encode(&r.to_call());
+            proptest::prop_assert_eq!(Request::decode(&bytes[..bytes.len() - 1]), Ok((r, false)));
+        }
     }
 
     #[test]

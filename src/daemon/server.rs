@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::pr_layer::{self, Plan, PrBackend};
 use super::protocol::{
-    self, AcquireParams, AcquireReply, Call, DiskMode, Failure, Framer, Info, MAX_MESSAGE, Request,
+    self, AcquireParams, AcquireReply, DiskMode, Failure, Framer, Info, MAX_MESSAGE, Request,
     StatusReply, VersionReply,
 };
 use super::table::{
@@ -336,19 +336,9 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
 /// Answers one message; the reply comes encoded (JSON and its NUL), with whether the call
 /// was oneway (no reply to send).
 async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> (Vec<u8>, bool) {
-    let call: Call = match serde_json::from_slice(msg) {
-        Ok(c) => c,
-        Err(e) => {
-            let f = Failure::InvalidParameter {
-                parameter: format!("not a Varlink call: {e}"),
-            };
-            return (protocol::encode_failure(&f), false);
-        }
-    };
-    let oneway = call.oneway;
-    let req = match Request::from_call(call) {
+    let (req, oneway) = match Request::decode(msg) {
         Ok(r) => r,
-        Err(f) => return (protocol::encode_failure(&f), oneway),
+        Err((f, oneway)) => return (protocol::encode_failure(&f), oneway),
     };
     let reply = match req {
         Request::Version => protocol::encode_ok(&VersionReply {
