@@ -4,6 +4,7 @@
 //! many leases held.
 //!
 //! `cargo bench --bench lease`. Environment: `LEASE_BENCH_N` (iterations, default 5000),
+//! `LEASE_BENCH_DIR` (where the lockspace goes; default `/dev/shm`, see `main`),
 //! `LEASE_BENCH_HELD` (leases held for the memory figure, default 100000, capped by the
 //! open-file limit: each lease is an open fd; the bench raises its hard limit when it may,
 //! i.e. with CAP_SYS_RESOURCE, and the daemon inherits it).
@@ -200,7 +201,9 @@ fn main() {
     let want_held = env_usize("LEASE_BENCH_HELD", 100_000);
     // tmpfs when there is one: ext4 slows down file creation in a directory where many files
     // were recently deleted (its `recently_deleted` scan), which would measure ext4, not us.
-    let tmp = if Path::new("/dev/shm").is_dir() {
+    let tmp = if let Ok(d) = std::env::var("LEASE_BENCH_DIR") {
+        tempfile::tempdir_in(d).unwrap()
+    } else if Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm").unwrap()
     } else {
         tempfile::tempdir().unwrap()
