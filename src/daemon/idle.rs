@@ -7,11 +7,10 @@
 //!
 //! None of it changes what anyone else sees. A log line is only written later, never
 //! dropped: the queue is emptied when the thread is about to sleep, when it grows past
-//! [`MAX_LOG`] bytes, and when the daemon stops (a `kill -9` loses the
-//! lines of the requests it was answering in that instant). A lease file's fd is only
-//! queued once the file is unlinked: its lock then guards an inode nobody can reach by name
-//! any more (a new acquire creates a new file), so closing it a moment later frees nothing
-//! anyone waits for.
+//! [`MAX_LOG`] bytes, and when the daemon stops (a `kill -9` loses the lines of the requests
+//! it was answering in that instant). A lease file's fd is only queued once the file is
+//! unlinked: its lock then guards an inode nobody can reach by name any more (a new acquire
+//! creates a new file), so closing it a moment later frees nothing anyone waits for.
 //!
 //! Only the thread that called [`enable`] defers; every other thread (and every other
 //! command) does the work at once.
@@ -24,6 +23,7 @@ use std::io::Write as _;
 pub const MAX_LOG: usize = 32 * 1024;
 /// Fds queued before they are closed regardless.
 pub const MAX_FILES: usize = 64;
+
 #[derive(Default)]
 struct Queue {
     log: Vec<u8>,
@@ -72,7 +72,7 @@ pub fn close(file: File) {
             q.files.push(file);
             q.files.len() >= MAX_FILES
         }
-        // Only while the queue is being emptied, which never calls back here.
+        // The queue is in use (never, in practice): `file` closes now, which is always safe.
         Err(_) => false,
     });
     if full {

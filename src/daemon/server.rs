@@ -412,8 +412,9 @@ async fn table_task(
                 let r = shell.request(req, peer);
                 // The client may be gone; its owner's death releases what it took.
                 let _ = reply.send(r);
-                // Let the connection task write the reply, then start owner watches and log
-                // the events. Commands wait in the channel meanwhile.
+                // Let the connection task write the reply, then write the new leases' holder
+                // records, start owner watches and log the events. Commands wait in the
+                // channel meanwhile.
                 tokio::task::yield_now().await;
                 shell.table.settle();
                 shell.effects();
