@@ -582,9 +582,10 @@ fn acquire_at(
                 // lease file), which is never a lost or phantom lock. A new (empty) file needs
                 // no truncation.
                 if mode == Mode::Exclusive && meta.len() == 0 {
-                    lease.pending = Some(Box::new(holder.clone()));
-                    if !defer {
-                        lease.write_pending()?;
+                    if defer {
+                        lease.pending = Some(Box::new(holder.clone()));
+                    } else {
+                        lease.write_new_body(holder)?;
                     }
                 } else {
                     lease.write_holder(holder)?;
@@ -715,13 +716,17 @@ impl Lease {
     /// Writes the holder record left unwritten by [`acquire_deferring_body`], if any.
     pub fn write_pending(&mut self) -> Result<(), LeaseError> {
         match self.pending.take() {
-            // The file was empty when locked, and only its holder writes it.
-            Some(holder) => self
-                .file()
-                .write_all_at(render_holders(std::slice::from_ref(&*holder)).as_bytes(), 0)
-                .map_err(io_err("write", &self.path)),
+            Some(holder) => self.write_new_body(&holder),
             None => Ok(()),
         }
+    }
+
+    /// The first record of a new exclusive lease: the file was empty when locked, and only
+    /// its holder writes it, so no truncation.
+    fn write_new_body(&self, holder: &Holder) -> Result<(), LeaseError> {
+        self.file()
+            .write_all_at(render_holders(std::slice::from_ref(holder)).as_bytes(), 0)
+            .map_err(io_err("write", &self.path))
     }
 
     /// Writes (or rewrites) this process's holder record into the lease body.
