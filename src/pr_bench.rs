@@ -318,14 +318,7 @@ pub fn run(s: &Settings, args: &PrBenchArgs) -> anyhow::Result<Code> {
         rows,
         sg_persist_speedup: speedup,
     };
-    if args.json {
-        let mut o = serde_json::to_string_pretty(&report)?;
-        o.push('\n');
-        write_stdout(&o)?;
-    } else {
-        write_stdout(&text(&report))?;
-    }
-    Ok(Code::Ok)
+    print(&report, args.json)
 }
 
 /// Every path of every DISK, which must all be one logical unit; SCSI only (the raw
@@ -406,14 +399,7 @@ fn simulated(n: u32, args: &PrBenchArgs) -> anyhow::Result<Code> {
         ],
         sg_persist_speedup: None,
     };
-    if args.json {
-        let mut o = serde_json::to_string_pretty(&report)?;
-        o.push('\n');
-        write_stdout(&o)?;
-    } else {
-        write_stdout(&text(&report))?;
-    }
-    Ok(Code::Ok)
+    print(&report, args.json)
 }
 
 fn series(n: u32, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Stats> {
@@ -457,6 +443,18 @@ fn interleaved(
         }
     }
     Ok((Stats::of(&sa), Stats::of(&sb)))
+}
+
+/// Prints the report, as JSON or as text.
+fn print(report: &Report, json: bool) -> anyhow::Result<Code> {
+    if json {
+        let mut o = serde_json::to_string_pretty(report)?;
+        o.push('\n');
+        write_stdout(&o)?;
+    } else {
+        write_stdout(&text(report))?;
+    }
+    Ok(Code::Ok)
 }
 
 fn text(r: &Report) -> String {
