@@ -110,7 +110,7 @@ impl Fields<'_> {
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.name(field) {
-            let _ = write!(self.out, "{value:?}");
+            quoted(self.out, value);
         }
     }
 
@@ -122,13 +122,16 @@ impl Visit for Fields<'_> {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.name(field) {
-            let _ = write!(self.out, "{value}");
+            decimal(self.out, value);
         }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.name(field) {
-            let _ = write!(self.out, "{value}");
+            if value < 0 {
+                self.out.push('-');
+            }
+            decimal(self.out, value.unsigned_abs());
         }
     }
 
@@ -143,6 +146,35 @@ impl Visit for Fields<'_> {
             let _ = write!(escaped(self.out), "{value:?}");
         }
     }
+}
+
+/// A string as `Debug` quotes it. Most values (names, uuids, paths) are plain printable
+/// ASCII, which `Debug` leaves as is: that case skips its per-character escaping.
+fn quoted(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        let _ = write!(out, "{s:?}");
+    }
+}
+
+/// `n` in decimal, as `Display` writes it.
+fn decimal(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
 fn escaped(out: &mut String) -> Escaped<'_> {
@@ -235,6 +267,23 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
     use tracing_subscriber::layer::SubscriberExt as _;
+
+    proptest::proptest! {
+        /// The fast paths write what `Debug` and `Display` would.
+        #[test]
+        fn quoted_and_decimal_match_std(s in ".*", ascii in "[ -~]*", n: u64, i: i64) {
+            for v in [&s, &ascii] {
+                let mut out = String::new();
+                quoted(&mut out, v);
+                proptest::prop_assert_eq!(out, format!("{v:?}"));
+            }
+            let mut out = String::new();
+            decimal(&mut out, n);
+            proptest::prop_assert_eq!(out, n.to_string());
+            let got = lines(|| tracing::info!(i));
+            proptest::prop_assert!(got[0].ends_with(&format!(": i={i}\n")), "{}", got[0]);
+        }
+    }
 
     #[test]
     fn dates() {
