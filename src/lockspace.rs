@@ -118,7 +118,85 @@ pub struct Holder {
     pub owners: Vec<Owner>,
 }
 
+/// A holder record borrowed from where its parts live (the daemon's lease table): it
+/// serializes exactly as [`Holder`] does, without copying them first.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HolderRef<'a> {
+    /// Host name of the holder.
+    pub host: &'a str,
+    /// `/etc/machine-id` of the holder's host.
+    pub host_id: &'a str,
+    /// The process that holds the fcntl lock.
+    pub pid: u32,
+    /// Exclusive or shared.
+    pub mode: Mode,
+    /// Seconds since the epoch when the lease was taken.
+    pub since: u64,
+    /// disklock version of the holder.
+    pub version: &'a str,
+    /// The disk path the lease was asked for.
+    pub disk: &'a str,
+    /// Who the lease is held for.
+    pub owners: OwnersRef<'a>,
+}
+
+/// The owners of a [`HolderRef`]: a plain list, or the daemon's shared owners.
+#[derive(Debug, Clone, Copy)]
+pub enum OwnersRef<'a> {
+    /// Owners held by value.
+    Plain(&'a [Owner]),
+    /// Owners shared with the daemon's owner table.
+    Shared(&'a [Arc<Owner>]),
+}
+
+impl<'a> OwnersRef<'a> {
+    /// The owners, in order.
+    pub fn iter(self) -> impl Iterator<Item = &'a Owner> {
+        let (plain, shared): (&[Owner], &[Arc<Owner>]) = match self {
+            OwnersRef::Plain(p) => (p, &[]),
+            OwnersRef::Shared(s) => (&[], s),
+        };
+        plain.iter().chain(shared.iter().map(|o| &**o))
+    }
+}
+
+impl Serialize for OwnersRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl HolderRef<'_> {
+    /// The record, owned.
+    pub fn to_holder(self) -> Holder {
+        Holder {
+            host: self.host.to_owned(),
+            host_id: self.host_id.to_owned(),
+            pid: self.pid,
+            mode: self.mode,
+            since: self.since,
+            version: self.version.to_owned(),
+            disk: self.disk.to_owned(),
+            owners: self.owners.iter().cloned().collect(),
+        }
+    }
+}
+
 impl Holder {
+    /// The record, borrowed.
+    pub fn borrowed(&self) -> HolderRef<'_> {
+        HolderRef {
+            host: &self.host,
+            host_id: &self.host_id,
+            pid: self.pid,
+            mode: self.mode,
+            since: self.since,
+            version: &self.version,
+            disk: &self.disk,
+            owners: OwnersRef::Plain(&self.owners),
+        }
+    }
+
     /// One line for people: `web1 (uuid …, pid 42) on host1, exclusive since … by pid 7`.
     pub fn describe(&self) -> String {
         let owners: Vec<String> = self
@@ -342,10 +420,9 @@ pub struct Lease {
     /// Host id and pid of the holder record this process writes, to find its line again.
     /// The host id is the same for every lease of a process: shared (see [`host_id`]).
     me: (Arc<str>, u32),
-    /// The holder record of a new exclusive lease, not written yet
-    /// ([`acquire_deferring_body`], [`Lease::write_pending`]). Boxed: a held lease keeps
-    /// only the pointer (the daemon holds up to 100,000).
-    pending: Option<Box<Holder>>,
+    /// A new exclusive lease whose holder record is not written yet
+    /// ([`acquire_deferring_body`], [`Lease::write_pending`]).
+    body_pending: bool,
 }
 
 /// The host id, shared by the leases that record it (a daemon holds up to 100,000).
@@ -482,7 +559,7 @@ pub fn acquire(
     mode: Mode,
     holder: &Holder,
 ) -> Result<Acquired<Lease>, LeaseError> {
-    acquire_with(dir, key, mode, holder, false)
+    acquire_with(dir, key, mode, &holder.borrowed(), false)
 }
 
 /// [`acquire`], except that the holder record of a new exclusive lease file is left for
@@ -493,7 +570,7 @@ pub fn acquire_deferring_body(
     dir: &Path,
     key: &DiskKey,
     mode: Mode,
-    holder: &Holder,
+    holder: &HolderRef<'_>,
 ) -> Result<Acquired<Lease>, LeaseError> {
     acquire_with(dir, key, mode, holder, true)
 }
@@ -502,7 +579,7 @@ fn acquire_with(
     dir: &Path,
     key: &DiskKey,
     mode: Mode,
-    holder: &Holder,
+    holder: &HolderRef<'_>,
     defer: bool,
 ) -> Result<Acquired<Lease>, LeaseError> {
     let given = dir;
@@ -547,7 +624,7 @@ fn acquire_at(
     dir: &Path,
     shared: &Arc<Path>,
     mode: Mode,
-    holder: &Holder,
+    holder: &HolderRef<'_>,
     defer: bool,
 ) -> Result<Acquired<Lease>, LeaseError> {
     let path: &Path = shared;
@@ -575,15 +652,15 @@ fn acquire_at(
                     dev: meta.dev(),
                     ino: meta.ino(),
                     mode,
-                    me: (host_id(&holder.host_id), holder.pid),
-                    pending: None,
+                    me: (host_id(holder.host_id), holder.pid),
+                    body_pending: false,
                 };
                 // On failure, `lease` drops: the lock goes and the file stays (a stale, free
                 // lease file), which is never a lost or phantom lock. A new (empty) file needs
                 // no truncation.
                 if mode == Mode::Exclusive && meta.len() == 0 {
                     if defer {
-                        lease.pending = Some(Box::new(holder.clone()));
+                        lease.body_pending = true;
                     } else {
                         lease.write_new_body(holder)?;
                     }
@@ -688,6 +765,15 @@ pub fn parse_holders(body: &str) -> Vec<Holder> {
         .collect()
 }
 
+/// One holder record as its line.
+fn render_one(holder: &HolderRef<'_>) -> Vec<u8> {
+    let mut line = Vec::with_capacity(512);
+    // Serializing plain data cannot fail.
+    let _ = serde_json::to_writer(&mut line, holder);
+    line.push(b'\n');
+    line
+}
+
 fn render_holders(holders: &[Holder]) -> String {
     let mut s = String::new();
     for h in holders {
@@ -713,36 +799,33 @@ impl Lease {
             .unwrap_or_else(|| unreachable!("lease file taken before drop"))
     }
 
-    /// Writes the holder record left unwritten by [`acquire_deferring_body`], if any.
-    pub fn write_pending(&mut self) -> Result<(), LeaseError> {
-        match self.pending.take() {
-            Some(holder) => self.write_new_body(&holder),
-            None => Ok(()),
+    /// Writes `holder` if [`acquire_deferring_body`] left the record unwritten and nothing
+    /// was written since.
+    pub fn write_pending(&mut self, holder: &HolderRef<'_>) -> Result<(), LeaseError> {
+        if !std::mem::take(&mut self.body_pending) {
+            return Ok(());
         }
+        self.write_new_body(holder)
     }
 
     /// The first record of a new exclusive lease: the file was empty when locked, and only
     /// its holder writes it, so no truncation.
-    fn write_new_body(&self, holder: &Holder) -> Result<(), LeaseError> {
+    fn write_new_body(&self, holder: &HolderRef<'_>) -> Result<(), LeaseError> {
         self.file()
-            .write_all_at(render_holders(std::slice::from_ref(holder)).as_bytes(), 0)
+            .write_all_at(&render_one(holder), 0)
             .map_err(io_err("write", &self.path))
     }
 
     /// Writes (or rewrites) this process's holder record into the lease body.
-    pub fn write_holder(&mut self, holder: &Holder) -> Result<(), LeaseError> {
+    pub fn write_holder(&mut self, holder: &HolderRef<'_>) -> Result<(), LeaseError> {
         // This record replaces any still pending.
-        self.pending = None;
+        self.body_pending = false;
         let file = self.file();
         match self.mode {
-            Mode::Exclusive => write_body(
-                file,
-                &self.path,
-                &render_holders(std::slice::from_ref(holder)),
-            ),
+            Mode::Exclusive => write_body(file, &self.path, render_one(holder)),
             Mode::Shared => self.edit_shared_body(|hs| {
                 hs.retain(|h| !same_process(h, holder));
-                hs.push(holder.clone());
+                hs.push(holder.to_holder());
             }),
         }
     }
@@ -770,7 +853,7 @@ impl Lease {
             .map_err(io_err("read", &self.path))
             .and_then(|mut hs| {
                 edit(&mut hs);
-                write_body(file, &self.path, &render_holders(&hs))
+                write_body(file, &self.path, render_holders(&hs))
             });
         // Unlocking a range we hold cannot conflict; an error here would leave only the
         // body lock, which goes with the fd.
@@ -916,7 +999,7 @@ fn release_after_exit_at(held: &HeldElsewhere, shared: &Arc<Path>) -> Result<Rel
         ino: held.ino,
         mode: Mode::Shared,
         me: (Arc::from(held.host_id.as_str()), held.pid),
-        pending: None,
+        body_pending: false,
     };
     match set_lease_lock(lease.file(), short(libc::F_WRLCK)) {
         // Nobody holds it: remove it (only if it is still the inode at the path), then the
@@ -947,13 +1030,13 @@ impl Drop for Lease {
     }
 }
 
-fn same_process(a: &Holder, b: &Holder) -> bool {
+fn same_process(a: &Holder, b: &HolderRef<'_>) -> bool {
     a.host_id == b.host_id && a.host == b.host && a.pid == b.pid
 }
 
-fn write_body(file: &File, path: &Path, body: &str) -> Result<(), LeaseError> {
+fn write_body(file: &File, path: &Path, body: impl AsRef<[u8]>) -> Result<(), LeaseError> {
     file.set_len(0).map_err(io_err("write", path))?;
-    file.write_all_at(body.as_bytes(), 0)
+    file.write_all_at(body.as_ref(), 0)
         .map_err(io_err("write", path))
 }
 
@@ -1036,34 +1119,54 @@ mod tests {
     }
 
     #[test]
+    fn a_borrowed_record_is_the_same_json_as_the_owned_one() {
+        let mut h = holder(7, Mode::Shared);
+        h.owners.push(Owner {
+            name: "b \"quoted\"\n".into(),
+            uuid: "u-2".into(),
+            pid: 9,
+        });
+        let owned = serde_json::to_string(&h).unwrap();
+        assert_eq!(serde_json::to_string(&h.borrowed()).unwrap(), owned);
+        let shared: Vec<Arc<Owner>> = h.owners.iter().cloned().map(Arc::new).collect();
+        let r = HolderRef {
+            owners: OwnersRef::Shared(&shared),
+            ..h.borrowed()
+        };
+        assert_eq!(serde_json::to_string(&r).unwrap(), owned);
+        assert_eq!(r.to_holder(), h);
+        assert_eq!(render_one(&r), format!("{owned}\n").into_bytes());
+    }
+
+    #[test]
     fn deferred_body_is_written_once_and_never_over_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
         let h = holder(std::process::id(), Mode::Exclusive);
         let Acquired::Held(mut lease) =
-            acquire_deferring_body(dir.path(), &key("k1"), Mode::Exclusive, &h).unwrap()
+            acquire_deferring_body(dir.path(), &key("k1"), Mode::Exclusive, &h.borrowed()).unwrap()
         else {
             panic!("busy")
         };
         let body = || std::fs::read_to_string(dir.path().join("k1")).unwrap();
         assert_eq!(body(), "", "not written yet");
-        lease.write_pending().unwrap();
+        lease.write_pending(&h.borrowed()).unwrap();
         assert_eq!(parse_holders(&body()), vec![h.clone()]);
         // Written once: a second call writes nothing (the file is left as it is).
         std::fs::write(dir.path().join("k1"), "x").unwrap();
-        lease.write_pending().unwrap();
+        lease.write_pending(&h.borrowed()).unwrap();
         assert_eq!(body(), "x");
         lease.release().unwrap();
 
         // A record written meanwhile replaces the pending one.
         let Acquired::Held(mut lease) =
-            acquire_deferring_body(dir.path(), &key("k2"), Mode::Exclusive, &h).unwrap()
+            acquire_deferring_body(dir.path(), &key("k2"), Mode::Exclusive, &h.borrowed()).unwrap()
         else {
             panic!("busy")
         };
         let mut newer = h.clone();
         newer.since = 99;
-        lease.write_holder(&newer).unwrap();
-        lease.write_pending().unwrap();
+        lease.write_holder(&newer.borrowed()).unwrap();
+        lease.write_pending(&h.borrowed()).unwrap();
         let text = std::fs::read_to_string(dir.path().join("k2")).unwrap();
         assert_eq!(parse_holders(&text), vec![newer]);
         lease.release().unwrap();
@@ -1268,7 +1371,7 @@ mod tests {
             uuid: "u2".into(),
             pid: 3,
         });
-        lease.write_holder(&h).unwrap();
+        lease.write_holder(&h.borrowed()).unwrap();
         let body = std::fs::read_to_string(lease.path()).unwrap();
         assert_eq!(parse_holders(&body), vec![other, h]);
         // Nobody else holds a lock, so the upgrade succeeds and the file goes.

@@ -18,7 +18,7 @@ use disklock_naming::{DevNo, DiskKey, Resolver};
 use disklock_scsi::pr::{PrType, ReservationKey};
 
 use super::table::{Backend, FileBackend};
-use crate::lockspace::{self, Acquired, Busy, Holder, LeaseError, Mode, Released};
+use crate::lockspace::{self, Acquired, Busy, HolderRef, LeaseError, Mode, Released};
 use crate::pr::engine::{self, Drift, PrError};
 use crate::pr::{Handle, open_path};
 
@@ -235,7 +235,7 @@ impl Backend for PrBackend {
         dir: &Path,
         key: &DiskKey,
         mode: Mode,
-        holder: &Holder,
+        holder: &HolderRef<'_>,
     ) -> Result<Acquired<PrLease>, LeaseError> {
         let file = match self.files.acquire(dir, key, mode, holder)? {
             Acquired::Held(l) => l,
@@ -269,11 +269,11 @@ impl Backend for PrBackend {
         }
     }
 
-    fn update(&mut self, lease: &mut PrLease, holder: &Holder) -> Result<(), LeaseError> {
+    fn update(&mut self, lease: &mut PrLease, holder: &HolderRef<'_>) -> Result<(), LeaseError> {
         self.files.update(&mut lease.file, holder)
     }
-    fn settle(&mut self, lease: &mut PrLease) -> Result<(), LeaseError> {
-        self.files.settle(&mut lease.file)
+    fn settle(&mut self, lease: &mut PrLease, holder: &HolderRef<'_>) -> Result<(), LeaseError> {
+        self.files.settle(&mut lease.file, holder)
     }
 
     fn release(&mut self, lease: PrLease) -> Result<Released, LeaseError> {

@@ -134,6 +134,17 @@ pub struct StatusReply {
     pub leases: Vec<LeaseView>,
 }
 
+/// An [`AcquireReply`] or a [`StatusReply`] as the daemon writes it: `leases` is a
+/// [`super::table::Listing`], serialized straight from the lease table.
+#[derive(Serialize)]
+pub struct LeasesReply<'a, L> {
+    /// The leases.
+    pub leases: L,
+    /// `AcquireReply::skipped`; absent from a `StatusReply`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<&'a [String]>,
+}
+
 /// `Version` reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionReply {

@@ -33,8 +33,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::pr_layer::{self, Plan, PrBackend};
 use super::protocol::{
-    self, AcquireParams, AcquireReply, DiskMode, Failure, Framer, Info, MAX_MESSAGE, Request,
-    StatusReply, VersionReply,
+    self, AcquireParams, DiskMode, Failure, Framer, Info, LeasesReply, MAX_MESSAGE, Request,
+    VersionReply,
 };
 use super::table::{
     AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, Table, Target,
@@ -481,7 +481,12 @@ impl Shell {
 
     fn request(&mut self, req: Request, peer: Peer) -> Vec<u8> {
         let result = match req {
-            Request::Acquire(p) => self.acquire(p, peer).map(|r| protocol::encode_ok(&r)),
+            Request::Acquire(p) => self.acquire(p, peer).map(|(ids, skipped)| {
+                protocol::encode_ok(&LeasesReply {
+                    leases: self.table.listing(Some(&ids)),
+                    skipped: Some(&skipped),
+                })
+            }),
             Request::Release(p) => {
                 let targets: Vec<(String, LeaseId)> = p
                     .disks
@@ -509,8 +514,9 @@ impl Shell {
                         .map_err(failure)
                 }
             }
-            Request::Status => Ok(protocol::encode_ok(&StatusReply {
-                leases: self.table.status(),
+            Request::Status => Ok(protocol::encode_ok(&LeasesReply {
+                leases: self.table.listing(None),
+                skipped: None,
             })),
             // Answered by the connection task.
             Request::Version | Request::GetInfo | Request::GetInterfaceDescription { .. } => {
@@ -547,7 +553,12 @@ impl Shell {
         }
     }
 
-    fn acquire(&mut self, p: AcquireParams, peer: Peer) -> Result<AcquireReply, Failure> {
+    /// Takes the disks; returns the leases taken and the read-only disks skipped.
+    fn acquire(
+        &mut self,
+        p: AcquireParams,
+        peer: Peer,
+    ) -> Result<(Vec<Arc<LeaseId>>, Vec<String>), Failure> {
         let AcquireParams {
             disks,
             owner,
@@ -618,7 +629,7 @@ impl Shell {
         );
         self.table.backend_mut().clear_plans();
         let leases = result.map_err(failure)?;
-        Ok(AcquireReply { leases, skipped })
+        Ok((leases, skipped))
     }
 
     /// Whether and how a resolved disk gets a reservation: reservations on, a SCSI or NVMe
@@ -914,11 +925,11 @@ fn log_event(e: &Event) {
             cause,
             file,
         } => {
-            let file_text = match file {
-                None => "kept for other owners".to_owned(),
-                Some(Ok(Released::Unlinked)) => "lock dropped, file removed".to_owned(),
-                Some(Ok(Released::Kept)) => "lock dropped, file kept".to_owned(),
-                Some(Err(e)) => format!("lock dropped, file not removed: {e}"),
+            let file_text: std::borrow::Cow<'static, str> = match file {
+                None => "kept for other owners".into(),
+                Some(Ok(Released::Unlinked)) => "lock dropped, file removed".into(),
+                Some(Ok(Released::Kept)) => "lock dropped, file kept".into(),
+                Some(Err(e)) => format!("lock dropped, file not removed: {e}").into(),
             };
             tracing::info!(
                 event = "release",

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use disklock_naming::DiskKey;
 
 use crate::lockspace::{
-    self, Acquired, Busy, Holder, HostIdentity, LeaseError, LockInfo, Mode, Owner, Released,
+    self, Acquired, Busy, Holder, HolderRef, HostIdentity, LeaseError, LockInfo, Mode, Owner,
+    OwnersRef, Released,
 };
 
 /// Where lease files live, as the table sees it.
@@ -40,12 +41,18 @@ pub trait Backend {
         dir: &Path,
         key: &DiskKey,
         mode: Mode,
-        holder: &Holder,
+        holder: &HolderRef<'_>,
     ) -> Result<Acquired<Self::Lease>, LeaseError>;
     /// Rewrites the holder record of a held lease.
-    fn update(&mut self, lease: &mut Self::Lease, holder: &Holder) -> Result<(), LeaseError>;
-    /// Does what taking a lease left for after the reply (writing its holder record).
-    fn settle(&mut self, _lease: &mut Self::Lease) -> Result<(), LeaseError> {
+    fn update(&mut self, lease: &mut Self::Lease, holder: &HolderRef<'_>)
+    -> Result<(), LeaseError>;
+    /// Does what taking a lease left for after the reply: writing its holder record,
+    /// `holder` (the lease's current one), unless one was written since.
+    fn settle(
+        &mut self,
+        _lease: &mut Self::Lease,
+        _holder: &HolderRef<'_>,
+    ) -> Result<(), LeaseError> {
         Ok(())
     }
     /// Gives a lease back (the lock is gone afterwards even on error).
@@ -63,16 +70,24 @@ impl Backend for FileBackend {
         dir: &Path,
         key: &DiskKey,
         mode: Mode,
-        holder: &Holder,
+        holder: &HolderRef<'_>,
     ) -> Result<Acquired<lockspace::Lease>, LeaseError> {
         // The holder record of a new lease is written once the reply is out (`settle`).
         lockspace::acquire_deferring_body(dir, key, mode, holder)
     }
-    fn update(&mut self, lease: &mut lockspace::Lease, holder: &Holder) -> Result<(), LeaseError> {
+    fn update(
+        &mut self,
+        lease: &mut lockspace::Lease,
+        holder: &HolderRef<'_>,
+    ) -> Result<(), LeaseError> {
         lease.write_holder(holder)
     }
-    fn settle(&mut self, lease: &mut lockspace::Lease) -> Result<(), LeaseError> {
-        lease.write_pending()
+    fn settle(
+        &mut self,
+        lease: &mut lockspace::Lease,
+        holder: &HolderRef<'_>,
+    ) -> Result<(), LeaseError> {
+        lease.write_pending(holder)
     }
     fn release(&mut self, lease: lockspace::Lease) -> Result<Released, LeaseError> {
         // A removed file's fd closes once the daemon is idle.
@@ -134,6 +149,28 @@ pub struct Identity {
     pub pid: u32,
     /// disklock's version.
     pub version: String,
+}
+
+impl Identity {
+    /// This daemon's holder record for a lease.
+    fn record<'a>(
+        &'a self,
+        mode: Mode,
+        since: u64,
+        disk: &'a str,
+        owners: OwnersRef<'a>,
+    ) -> HolderRef<'a> {
+        HolderRef {
+            host: &self.host.host,
+            host_id: &self.host.host_id,
+            pid: self.pid,
+            mode,
+            since,
+            version: &self.version,
+            disk,
+            owners,
+        }
+    }
 }
 
 /// One held lease. Kept small: the daemon holds up to 100,000 of them (the disk name and
@@ -199,6 +236,7 @@ impl OwnerList {
     fn keys(&self) -> impl Iterator<Item = &String> {
         self.as_slice().iter().map(|o| &o.uuid)
     }
+    #[cfg(test)]
     fn values(&self) -> impl Iterator<Item = &Owner> {
         self.as_slice().iter().map(|o| &**o)
     }
@@ -326,6 +364,73 @@ pub struct LeaseView {
     pub since: u64,
     /// The holder record this daemon wrote into the lease file.
     pub holder: Holder,
+}
+
+/// Held leases, serialized as a list of [`LeaseView`]s without building them: a reply is
+/// written straight from the table ([`Table::listing`]).
+pub struct Listing<'a, B: Backend> {
+    table: &'a Table<B>,
+    ids: Option<&'a [Arc<LeaseId>]>,
+}
+
+impl<B: Backend> serde::Serialize for Listing<'_, B> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (leases, me) = (&self.table.leases, &self.table.identity);
+        match self.ids {
+            Some(ids) => s.collect_seq(
+                ids.iter()
+                    .filter_map(|id| leases.get_key_value(id))
+                    .map(|(id, e)| ViewRef::new(me, id, e)),
+            ),
+            None => s.collect_seq(leases.iter().map(|(id, e)| ViewRef::new(me, id, e))),
+        }
+    }
+}
+
+impl<'a> ViewRef<'a> {
+    fn new<L>(me: &'a Identity, id: &'a LeaseId, e: &'a Entry<L>) -> ViewRef<'a> {
+        let owners = OwnersRef::Shared(e.owners.as_slice());
+        ViewRef {
+            disk: &e.disk,
+            key: id.key.as_str(),
+            source: e.source,
+            lockspace: &id.lockspace,
+            lease: LeasePath(id),
+            mode: e.mode,
+            owners,
+            since: e.since,
+            holder: me.record(e.mode, e.since, &e.disk, owners),
+        }
+    }
+}
+
+/// [`LeaseView`], borrowed: the same fields, in the same order.
+#[derive(serde::Serialize)]
+struct ViewRef<'a> {
+    disk: &'a str,
+    key: &'a str,
+    source: &'a str,
+    lockspace: &'a Path,
+    lease: LeasePath<'a>,
+    mode: Mode,
+    owners: OwnersRef<'a>,
+    since: u64,
+    holder: HolderRef<'a>,
+}
+
+/// A lease file's path ([`LeaseId::path`]), serialized without building it.
+struct LeasePath<'a>(&'a LeaseId);
+
+impl serde::Serialize for LeasePath<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let LeaseId { lockspace, key } = self.0;
+        match lockspace.to_str() {
+            // As `Path::join` joins them: one '/' between (the key never starts with one).
+            Some(dir) if dir.ends_with('/') => s.collect_str(&format_args!("{dir}{key}")),
+            Some(dir) => s.collect_str(&format_args!("{dir}/{key}")),
+            None => self.0.path().serialize(s),
+        }
+    }
 }
 
 /// Why a request was refused. `Busy` is the expected one.
@@ -468,19 +573,6 @@ impl<B: Backend> Table<B> {
         &mut self.backend
     }
 
-    fn holder(&self, mode: Mode, since: u64, disk: &str, owners: Vec<Owner>) -> Holder {
-        Holder {
-            host: self.identity.host.host.clone(),
-            host_id: self.identity.host.host_id.clone(),
-            pid: self.identity.pid,
-            mode,
-            since,
-            version: self.identity.version.clone(),
-            disk: disk.to_owned(),
-            owners,
-        }
-    }
-
     fn intern(&mut self, dir: &Path) -> Arc<Path> {
         if let Some(d) = self.lockspaces.get(dir) {
             return d.clone();
@@ -491,14 +583,18 @@ impl<B: Backend> Table<B> {
     }
 
     fn entry_holder(&self, e: &Entry<B::Lease>) -> Holder {
-        self.holder(
-            e.mode,
-            e.since,
-            &e.disk,
-            e.owners.values().cloned().collect(),
-        )
+        self.identity
+            .record(
+                e.mode,
+                e.since,
+                &e.disk,
+                OwnersRef::Shared(e.owners.as_slice()),
+            )
+            .to_holder()
     }
 
+    /// A held lease as [`Table::views`] shows it.
+    #[cfg(test)]
     fn view(&self, id: &LeaseId, e: &Entry<B::Lease>) -> LeaseView {
         LeaseView {
             disk: e.disk.to_string(),
@@ -511,6 +607,20 @@ impl<B: Backend> Table<B> {
             since: e.since,
             holder: self.entry_holder(e),
         }
+    }
+
+    /// These held leases, as the owned views a test compares.
+    #[cfg(test)]
+    pub fn views(&self, ids: &[Arc<LeaseId>]) -> Vec<LeaseView> {
+        ids.iter()
+            .filter_map(|id| self.leases.get(id).map(|e| self.view(id, e)))
+            .collect()
+    }
+
+    /// These held leases (all of them for `None`, in lockspace and key order), serialized
+    /// as a list of [`LeaseView`]s straight from the table.
+    pub fn listing<'a>(&'a self, ids: Option<&'a [Arc<LeaseId>]>) -> Listing<'a, B> {
+        Listing { table: self, ids }
     }
 
     /// The uid recorded for `owner` if it is registered with this uuid, name and pid.
@@ -563,12 +673,14 @@ impl<B: Backend> Table<B> {
     }
 
     /// Every lease held, in lockspace and key order.
+    #[cfg(test)]
     pub fn status(&self) -> Vec<LeaseView> {
         self.leases.iter().map(|(id, e)| self.view(id, e)).collect()
     }
 
-    /// Takes every target for `req.owner`, or none of them.
-    pub fn acquire(&mut self, req: AcquireRequest, now: u64) -> Result<Vec<LeaseView>, Refusal> {
+    /// Takes every target for `req.owner`, or none of them; returns the leases it names, in
+    /// request order (see [`Table::listing`]).
+    pub fn acquire(&mut self, req: AcquireRequest, now: u64) -> Result<Vec<Arc<LeaseId>>, Refusal> {
         let AcquireRequest {
             targets,
             owner,
@@ -650,10 +762,7 @@ impl<B: Backend> Table<B> {
                 entry.leases.extend(taken);
             }
         }
-        Ok(ids
-            .iter()
-            .filter_map(|id| self.leases.get(id).map(|e| self.view(id, e)))
-            .collect())
+        Ok(ids)
     }
 
     fn refuse_all(&mut self, targets: &[Target], owner: &Owner, refusal: Refusal) -> Refusal {
@@ -727,7 +836,12 @@ impl<B: Backend> Table<B> {
                 },
             });
         }
-        let holder = self.holder(t.mode, now, &t.disk, vec![(**owner).clone()]);
+        let holder = self.identity.record(
+            t.mode,
+            now,
+            &t.disk,
+            OwnersRef::Shared(std::slice::from_ref(owner)),
+        );
         match self
             .backend
             .acquire(&id.lockspace, &id.key, t.mode, &holder)
@@ -779,7 +893,13 @@ impl<B: Backend> Table<B> {
             let Some(e) = self.leases.get_mut(&id) else {
                 continue;
             };
-            if let Err(err) = self.backend.settle(&mut e.lease) {
+            let holder = self.identity.record(
+                e.mode,
+                e.since,
+                &e.disk,
+                OwnersRef::Shared(e.owners.as_slice()),
+            );
+            if let Err(err) = self.backend.settle(&mut e.lease, &holder) {
                 self.effects.push(Effect::Log(Event::HolderNotUpdated {
                     lease: id.clone(),
                     reason: crate::exit::chain_std(&err),
@@ -789,11 +909,15 @@ impl<B: Backend> Table<B> {
     }
 
     fn rewrite_holder(&mut self, id: &Arc<LeaseId>) {
-        let Some(e) = self.leases.get(id) else { return };
-        let holder = self.entry_holder(e);
         let Some(e) = self.leases.get_mut(id) else {
             return;
         };
+        let holder = self.identity.record(
+            e.mode,
+            e.since,
+            &e.disk,
+            OwnersRef::Shared(e.owners.as_slice()),
+        );
         if let Err(err) = self.backend.update(&mut e.lease, &holder) {
             self.effects.push(Effect::Log(Event::HolderNotUpdated {
                 lease: id.clone(),
@@ -1026,7 +1150,7 @@ mod tests {
             dir: &Path,
             key: &DiskKey,
             mode: Mode,
-            _holder: &Holder,
+            _holder: &HolderRef<'_>,
         ) -> Result<Acquired<FakeLease>, LeaseError> {
             let id = LeaseId {
                 lockspace: dir.into(),
@@ -1056,7 +1180,7 @@ mod tests {
             self.ours.insert(id.clone(), mode);
             Ok(Acquired::Held(FakeLease(id)))
         }
-        fn update(&mut self, lease: &mut FakeLease, _h: &Holder) -> Result<(), LeaseError> {
+        fn update(&mut self, lease: &mut FakeLease, _h: &HolderRef<'_>) -> Result<(), LeaseError> {
             assert!(
                 self.ours.contains_key(&lease.0),
                 "update of a lease not held"
@@ -1064,7 +1188,15 @@ mod tests {
             self.updates += 1;
             Ok(())
         }
-        fn settle(&mut self, lease: &mut FakeLease) -> Result<(), LeaseError> {
+        fn settle(
+            &mut self,
+            lease: &mut FakeLease,
+            holder: &HolderRef<'_>,
+        ) -> Result<(), LeaseError> {
+            assert!(
+                holder.owners.iter().next().is_some(),
+                "a record with no owner"
+            );
             assert!(
                 self.ours.contains_key(&lease.0),
                 "settle of a lease not held"
@@ -1135,7 +1267,8 @@ mod tests {
     #[test]
     fn exclusive_conflicts_shared_joins() {
         let mut t = table();
-        let v = t.acquire(req(1, &[1], Mode::Exclusive), 10).unwrap();
+        let ids = t.acquire(req(1, &[1], Mode::Exclusive), 10).unwrap();
+        let v = t.views(&ids);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].owners, vec![owner(1)]);
         assert_eq!(v[0].holder.pid, 100);
@@ -1170,8 +1303,16 @@ mod tests {
         ));
         // Shared leases take one lock for several owners.
         t.acquire(req(2, &[2], Mode::Shared), 13).unwrap();
-        let v = t.acquire(req(3, &[2], Mode::Shared), 14).unwrap();
+        let ids = t.acquire(req(3, &[2], Mode::Shared), 14).unwrap();
+        let v = t.views(&ids);
         assert_eq!(v[0].owners, vec![owner(2), owner(3)]);
+        // The reply's listing, written from the table, reads back as these views.
+        let json = serde_json::to_string(&t.listing(Some(&ids))).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<LeaseView>>(&json).unwrap(), v);
+        let json = serde_json::to_string(&t.listing(None)).unwrap();
+        let all = serde_json::from_str::<Vec<LeaseView>>(&json).unwrap();
+        assert_eq!(all, t.status());
+        assert_eq!(all.len(), 2);
         assert_eq!(t.backend().ours.len(), 2);
         assert_eq!(t.backend().updates, 1);
         assert_eq!(t.backend().double_open, 0);
@@ -1203,6 +1344,18 @@ mod tests {
         );
         t.settle();
         assert_eq!(t.backend().settled.len(), 2, "settled once");
+    }
+
+    #[test]
+    fn lease_paths_are_written_as_join_makes_them() {
+        for dir in ["/ls", "/ls/", "/a b/\"q\"", "/"] {
+            let id = LeaseId {
+                lockspace: Path::new(dir).into(),
+                key: DiskKey::new("k1").unwrap(),
+            };
+            let json = serde_json::to_string(&LeasePath(&id)).unwrap();
+            assert_eq!(serde_json::from_str::<PathBuf>(&json).unwrap(), id.path());
+        }
     }
 
     #[test]
