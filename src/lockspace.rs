@@ -34,6 +34,7 @@
 use std::collections::HashSet;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read as _};
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -389,23 +390,58 @@ pub enum LeaseError {
 
 /// Canonical paths of the leases this process holds: a second open of one of them must
 /// never happen (closing it would drop the lock). The path is shared with the [`Lease`].
-static HELD: Mutex<Option<HashSet<Arc<Path>>>> = Mutex::new(None);
+static HELD: Mutex<Option<HashSet<PathBytes>>> = Mutex::new(None);
+
+/// A path hashed and compared as its bytes. `Path`'s own `Hash` walks its components, at
+/// several times the cost, to treat `a//b` and `a/b` alike; the paths kept here are built
+/// one way only (a canonical directory joined with a key).
+#[derive(Debug, Clone)]
+struct PathBytes(Arc<Path>);
+
+impl PathBytes {
+    fn bytes(&self) -> &[u8] {
+        self.0.as_os_str().as_bytes()
+    }
+}
+
+impl PartialEq for PathBytes {
+    fn eq(&self, other: &PathBytes) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for PathBytes {}
+
+impl std::hash::Hash for PathBytes {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.bytes().hash(h);
+    }
+}
+
+// Lookups by `&[u8]`: the same `Hash` and `Eq` as the slice's.
+impl std::borrow::Borrow<[u8]> for PathBytes {
+    fn borrow(&self) -> &[u8] {
+        self.bytes()
+    }
+}
 
 fn held_insert(path: &Arc<Path>) -> bool {
     let mut g = HELD.lock().unwrap_or_else(PoisonError::into_inner);
-    g.get_or_insert_with(HashSet::new).insert(path.clone())
+    g.get_or_insert_with(HashSet::new)
+        .insert(PathBytes(path.clone()))
 }
 
 fn held_remove(path: &Path) {
     let mut g = HELD.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(s) = g.as_mut() {
-        s.remove(path);
+        s.remove(path.as_os_str().as_bytes());
     }
 }
 
 fn is_held_here(path: &Path) -> bool {
     let g = HELD.lock().unwrap_or_else(PoisonError::into_inner);
-    g.as_ref().is_some_and(|s| s.contains(path))
+    g.as_ref()
+        .is_some_and(|s| s.contains(path.as_os_str().as_bytes()))
 }
 
 /// A held lease: owns the fd whose fcntl lock is the lease. Dropping it drops the lock and
@@ -485,7 +521,8 @@ fn errno_err(op: &'static str, path: &Path, e: Errno) -> LeaseError {
 
 /// Lockspace directories already prepared, with their canonical paths: a daemon takes many
 /// leases in few lockspaces, and each check costs several syscalls.
-static PREPARED: Mutex<Option<std::collections::HashMap<PathBuf, PathBuf>>> = Mutex::new(None);
+/// A list: there are a handful, and comparing bytes beats hashing a path.
+static PREPARED: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
 
 /// The lease file's directory, for messages about the lockspace.
 fn dir_of(path: &Path) -> PathBuf {
@@ -493,31 +530,26 @@ fn dir_of(path: &Path) -> PathBuf {
 }
 
 fn prepared(dir: &Path) -> Result<PathBuf, LeaseError> {
-    if let Some(c) = PREPARED
+    if let Some((_, c)) = PREPARED
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        .and_then(|m| m.get(dir))
+        .iter()
+        .find(|(d, _)| d.as_os_str() == dir.as_os_str())
     {
         return Ok(c.clone());
     }
     let canon = prepare_dir(dir)?;
-    PREPARED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get_or_insert_with(Default::default)
-        .insert(dir.to_path_buf(), canon.clone());
+    let mut g = PREPARED.lock().unwrap_or_else(PoisonError::into_inner);
+    g.retain(|(d, _)| d.as_os_str() != dir.as_os_str());
+    g.push((dir.to_path_buf(), canon.clone()));
     Ok(canon)
 }
 
 fn forget_prepared(dir: &Path) {
-    if let Some(m) = PREPARED
+    PREPARED
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .as_mut()
-    {
-        m.remove(dir);
-    }
+        .retain(|(d, _)| d.as_os_str() != dir.as_os_str());
 }
 
 /// Creates the lockspace directory (0700) if it is missing and returns its canonical path.

@@ -20,7 +20,7 @@
 // A refusal is built once per refused request; its size does not matter.
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -512,8 +512,8 @@ pub struct OwnerSelector {
 pub struct Table<B: Backend> {
     backend: B,
     identity: Identity,
-    /// Lockspace directories, interned.
-    lockspaces: HashSet<Arc<Path>>,
+    /// Lockspace directories, interned: a handful (a list beats hashing a path).
+    lockspaces: Vec<Arc<Path>>,
     leases: BTreeMap<Arc<LeaseId>, Entry<B::Lease>>,
     /// The disk names leases were first taken under: a release names the disk as the
     /// acquire did, and finding its lease here spares resolving it again.
@@ -538,7 +538,7 @@ impl<B: Backend> Table<B> {
         Table {
             backend,
             identity,
-            lockspaces: HashSet::new(),
+            lockspaces: Vec::new(),
             leases: BTreeMap::new(),
             names: HashMap::new(),
             owners: BTreeMap::new(),
@@ -574,11 +574,15 @@ impl<B: Backend> Table<B> {
     }
 
     fn intern(&mut self, dir: &Path) -> Arc<Path> {
-        if let Some(d) = self.lockspaces.get(dir) {
+        if let Some(d) = self
+            .lockspaces
+            .iter()
+            .find(|d| d.as_os_str() == dir.as_os_str())
+        {
             return d.clone();
         }
         let d: Arc<Path> = Arc::from(dir);
-        self.lockspaces.insert(d.clone());
+        self.lockspaces.push(d.clone());
         d
     }
 
@@ -629,6 +633,11 @@ impl<B: Backend> Table<B> {
             .get(&owner.uuid)
             .filter(|o| *o.owner == *owner)
             .map(|o| o.uid)
+    }
+
+    /// The uid registered for the owner `uuid`.
+    pub fn uid_of(&self, uuid: &str) -> Option<u32> {
+        self.owners.get(uuid).map(|o| o.uid)
     }
 
     /// The pid registered for the owner `uuid`.
