@@ -449,6 +449,10 @@ fn now() -> u64 {
 /// An owner process watch: the task that reports the process's exit.
 struct Watch {
     pid: u32,
+    /// The process's uid as read when the owner was registered. While the process is
+    /// watched it is the same process, and an owner that comes back reuses it, as a
+    /// registered owner's uid is reused.
+    uid: Option<u32>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -584,7 +588,10 @@ impl Shell {
         let owner_uid = match self.table.owner_uid(&owner) {
             Some(uid) => uid,
             None => match self.idle.get(&owner.uuid) {
-                Some(w) if w.pid == owner.pid && !w.task.is_finished() => proc_uid(owner.pid)?,
+                Some(w) if w.pid == owner.pid && !w.task.is_finished() => match w.uid {
+                    Some(uid) => uid,
+                    None => proc_uid(owner.pid)?,
+                },
                 _ => {
                     let (uid, handle) = owner_process(owner.pid)?;
                     self.pending.insert(owner.uuid.clone(), handle);
@@ -683,7 +690,8 @@ impl Shell {
                         watch(pid, handle).await;
                         let _ = tx.send(Cmd::OwnerDied { uuid: u, pid }).await;
                     });
-                    if let Some(old) = self.watches.insert(uuid, Watch { pid, task }) {
+                    let uid = self.table.uid_of(&uuid);
+                    if let Some(old) = self.watches.insert(uuid, Watch { pid, uid, task }) {
                         old.task.abort();
                     }
                 }
