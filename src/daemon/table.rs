@@ -898,26 +898,18 @@ impl<B: Backend> Table<B> {
     /// excludes others) and is logged: others see no holder record.
     pub fn settle(&mut self) {
         for id in std::mem::take(&mut self.unsettled) {
-            // Gone already: rolled back or released.
-            let Some(e) = self.leases.get_mut(&id) else {
-                continue;
-            };
-            let holder = self.identity.record(
-                e.mode,
-                e.since,
-                &e.disk,
-                OwnersRef::Shared(e.owners.as_slice()),
-            );
-            if let Err(err) = self.backend.settle(&mut e.lease, &holder) {
-                self.effects.push(Effect::Log(Event::HolderNotUpdated {
-                    lease: id.clone(),
-                    reason: crate::exit::chain_std(&err),
-                }));
-            }
+            // Gone already (rolled back or released): nothing to write.
+            self.write_record(&id, true);
         }
     }
 
     fn rewrite_holder(&mut self, id: &Arc<LeaseId>) {
+        self.write_record(id, false);
+    }
+
+    /// Writes a held lease's current holder record: the one its acquire left for after the
+    /// reply (`pending`), or a rewrite. A failure is logged and the lease kept.
+    fn write_record(&mut self, id: &Arc<LeaseId>, pending: bool) {
         let Some(e) = self.leases.get_mut(id) else {
             return;
         };
@@ -927,7 +919,12 @@ impl<B: Backend> Table<B> {
             &e.disk,
             OwnersRef::Shared(e.owners.as_slice()),
         );
-        if let Err(err) = self.backend.update(&mut e.lease, &holder) {
+        let written = if pending {
+            self.backend.settle(&mut e.lease, &holder)
+        } else {
+            self.backend.update(&mut e.lease, &holder)
+        };
+        if let Err(err) = written {
             self.effects.push(Effect::Log(Event::HolderNotUpdated {
                 lease: id.clone(),
                 reason: crate::exit::chain_std(&err),
