@@ -1,16 +1,19 @@
-//! Work that can wait until the daemon is idle: writing log lines, and closing the fds of
-//! lease files already removed. The daemon's runtime thread queues it while it serves
-//! requests and does it just before it sleeps (the runtime's park hook), so a client's
-//! reply does not wait for it, and a burst of events costs one `write`. (The table task's
+//! Work that can wait until the daemon is idle or a moment later: writing log lines, and
+//! closing the fds of lease files already removed. The daemon's runtime thread queues it
+//! while it serves requests. Fds are closed just before the thread sleeps (the runtime's
+//! park hook), so a client's reply does not wait for them. Log lines are written by
+//! [`log_writer`], [`LOG_DELAY`] after the first of them was queued, so that a stream of
+//! requests shares one `write` for many lines instead of one per event. (The table task's
 //! own after-reply work, holder records and log events, runs right after the connection
 //! task has written the reply: `server::table_task`.)
 //!
 //! None of it changes what anyone else sees. A log line is only written later, never
-//! dropped: the queue is emptied when the thread is about to sleep, when it grows past
-//! [`MAX_LOG`] bytes, and when the daemon stops (a `kill -9` loses the lines of the requests
-//! it was answering in that instant). A lease file's fd is only queued once the file is
-//! unlinked: its lock then guards an inode nobody can reach by name any more (a new acquire
-//! creates a new file), so closing it a moment later frees nothing anyone waits for.
+//! dropped: the queue is written [`LOG_DELAY`] after its first line, at once when it grows
+//! past [`MAX_LOG`] bytes, and when the daemon stops (a `kill -9` loses the lines of the
+//! last [`LOG_DELAY`]). Each line carries the time of its event, not of its write. A lease
+//! file's fd is only queued once the file is unlinked: its lock then guards an inode nobody
+//! can reach by name any more (a new acquire creates a new file), so closing it a moment
+//! later frees nothing anyone waits for.
 //!
 //! Only the thread that called [`enable`] defers; every other thread (and every other
 //! command) does the work at once.
@@ -18,11 +21,19 @@
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::Write as _;
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 /// Log bytes queued before they are written regardless.
 pub const MAX_LOG: usize = 32 * 1024;
 /// Fds queued before they are closed regardless.
 pub const MAX_FILES: usize = 64;
+/// How long a log line may wait for the lines after it, to share their `write`.
+pub const LOG_DELAY: Duration = Duration::from_millis(10);
+
+/// Told when a line goes into an empty log queue: [`log_writer`] writes the queue soon.
+static LOG_QUEUED: Notify = Notify::const_new();
 
 #[derive(Default)]
 struct Queue {
@@ -46,16 +57,19 @@ pub fn log(line: &[u8]) -> bool {
     if !ON.with(Cell::get) {
         return false;
     }
-    let Ok(full) = QUEUE.with(|q| {
+    let Ok((first, full)) = QUEUE.with(|q| {
         q.try_borrow_mut().map(|mut q| {
+            let first = q.log.is_empty();
             q.log.extend_from_slice(line);
-            q.log.len() >= MAX_LOG
+            (first, q.log.len() >= MAX_LOG)
         })
     }) else {
         return false;
     };
     if full {
         write_log();
+    } else if first {
+        LOG_QUEUED.notify_one();
     }
     true
 }
@@ -80,10 +94,26 @@ pub fn close(file: File) {
     }
 }
 
-/// Does the queued work: writes the log (one `write` for all its lines) and closes the fds.
+/// The runtime's park hook: closes the queued fds.
+pub fn on_park() {
+    close_files();
+}
+
+/// Does all the queued work: writes the log (one `write` for all its lines) and closes the
+/// fds.
 pub fn run() {
     write_log();
     close_files();
+}
+
+/// Writes the queued log lines [`LOG_DELAY`] after the first of them was queued; runs for
+/// as long as the runtime of the deferring thread does (spawn it there).
+pub async fn log_writer() {
+    loop {
+        LOG_QUEUED.notified().await;
+        tokio::time::sleep(LOG_DELAY).await;
+        write_log();
+    }
 }
 
 fn write_log() {
@@ -165,6 +195,38 @@ mod tests {
             let long = vec![b'x'; MAX_LOG];
             assert!(log(&long));
             assert_eq!(queued().0, 0, "a full log is written at once");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_log_writer_writes_a_line_soon_and_once_for_many() {
+        std::thread::spawn(|| {
+            // Paused time: the clock moves only when every task waits, so the sleeps below
+            // are exact however slow the machine.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            enable();
+            rt.block_on(async {
+                tokio::spawn(log_writer());
+                tokio::task::yield_now().await;
+                assert!(log(b"one\n"));
+                assert!(log(b"two\n"));
+                // Queued, not written: the lines wait for each other.
+                tokio::time::sleep(LOG_DELAY / 4).await;
+                assert_eq!(queued().0, 8);
+                tokio::time::sleep(LOG_DELAY * 2).await;
+                assert_eq!(queued().0, 0, "written within LOG_DELAY of the first line");
+                // A later line starts a new batch.
+                assert!(log(b"three\n"));
+                assert_eq!(queued().0, 6);
+                tokio::time::sleep(LOG_DELAY * 2).await;
+                assert_eq!(queued().0, 0);
+            });
         })
         .join()
         .unwrap();

@@ -1,6 +1,6 @@
 //! The daemon's stderr log: one line per event, each written whole. On the daemon's
-//! runtime thread lines are written once the replies are out, all of them with one `write`
-//! just before the thread sleeps ([`super::idle`]); on any other thread, as it happens.
+//! runtime thread lines are queued and written in batches, one `write` for all the lines of
+//! a few milliseconds ([`super::idle`]); on any other thread, as it happens.
 //!
 //! The line reads as `tracing_subscriber::fmt`'s default format without colours does —
 //! `2026-01-02T03:04:05.678901Z  INFO disklock::daemon::server: acquired … event="acquire"
@@ -31,8 +31,8 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for LineLayer {
         let write = |line: &mut String| {
             line.clear();
             format_line(line, event, SystemTime::now());
-            // On the daemon's runtime thread the line waits until the replies are out
-            // (`idle`); elsewhere it is one write (stderr is unbuffered). A log that cannot
+            // On the daemon's runtime thread the line waits to share a write with the next
+            // ones (`idle`); elsewhere it is one write (stderr is unbuffered). A log that cannot
             // be written is not an error worth failing a request for.
             if !super::idle::log(line.as_bytes()) {
                 let _ = std::io::stderr().write_all(line.as_bytes());

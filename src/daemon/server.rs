@@ -81,13 +81,14 @@ enum Cmd {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
     raise_nofile_limit();
-    // The runtime runs on this thread: log writes and the closing of removed lease files
-    // wait until it is about to sleep, i.e. until the replies are out (`idle`).
+    // The runtime runs on this thread: the closing of removed lease files waits until it is
+    // about to sleep, i.e. until the replies are out, and log lines are written in batches
+    // (`idle`).
     super::idle::enable();
     let _flush = super::idle::RunOnDrop;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(super::idle::run)
+        .on_thread_park(super::idle::on_park)
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(serve(settings, socket))
@@ -112,6 +113,7 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
     let (tx, rx) = mpsc::channel::<Cmd>(1024);
     let interval = settings.config.pr_check_interval;
     let table = tokio::spawn(table_task(settings, pr, rx, tx.clone()));
+    tokio::spawn(super::idle::log_writer());
     if pr.is_some() && interval > 0 {
         let tx = tx.clone();
         tokio::spawn(async move {
