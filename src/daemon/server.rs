@@ -913,6 +913,8 @@ fn lease_reason(e: &LeaseError) -> String {
     chain_std(e)
 }
 
+/// One event, one line. Names, keys, paths and reasons go in as strings, which the log
+/// quotes (and the journal stores as they are) without the formatting machinery.
 fn log_event(e: &Event) {
     match e {
         Event::Acquired {
@@ -923,12 +925,12 @@ fn log_event(e: &Event) {
             new_lock,
         } => tracing::info!(
             event = "acquire",
-            disk = %disk,
-            key = %lease.key,
-            lockspace = %lease.lockspace.display(),
+            disk = &**disk,
+            key = lease.key.as_str(),
+            lockspace = &*lease.lockspace.to_string_lossy(),
             mode = mode.as_str(),
-            owner = %owner.name,
-            owner_uuid = %owner.uuid,
+            owner = owner.name.as_str(),
+            owner_uuid = owner.uuid.as_str(),
             owner_pid = owner.pid,
             new_lock,
             "acquired {disk} ({mode}) for {}",
@@ -942,14 +944,16 @@ fn log_event(e: &Event) {
             reason,
         } => tracing::warn!(
             event = "refuse",
-            disk = %disk,
-            key = lease.as_ref().map(|l| l.key.to_string()).unwrap_or_default(),
-            lockspace = lease.as_ref().map(|l| l.lockspace.display().to_string()).unwrap_or_default(),
+            disk = disk.as_str(),
+            key = lease.as_ref().map_or("", |l| l.key.as_str()),
+            lockspace = &*lease
+                .as_ref()
+                .map_or_else(Default::default, |l| l.lockspace.to_string_lossy()),
             mode = mode.as_str(),
-            owner = %owner.name,
-            owner_uuid = %owner.uuid,
+            owner = owner.name.as_str(),
+            owner_uuid = owner.uuid.as_str(),
             owner_pid = owner.pid,
-            reason = %reason,
+            reason = reason.as_str(),
             "refused {disk} ({mode}) for {}: {reason}",
             owner.name
         ),
@@ -968,14 +972,14 @@ fn log_event(e: &Event) {
             };
             tracing::info!(
                 event = "release",
-                disk = %disk,
-                key = %lease.key,
-                lockspace = %lease.lockspace.display(),
-                owner = %owner.name,
-                owner_uuid = %owner.uuid,
+                disk = &**disk,
+                key = lease.key.as_str(),
+                lockspace = &*lease.lockspace.to_string_lossy(),
+                owner = owner.name.as_str(),
+                owner_uuid = owner.uuid.as_str(),
                 owner_pid = owner.pid,
                 cause = cause.as_str(),
-                file = %file_text,
+                file = &*file_text,
                 "released {disk} for {} ({}): {file_text}",
                 owner.name,
                 cause.as_str()
@@ -983,9 +987,9 @@ fn log_event(e: &Event) {
         }
         Event::HolderNotUpdated { lease, reason } => tracing::warn!(
             event = "holder-not-updated",
-            key = %lease.key,
-            lockspace = %lease.lockspace.display(),
-            reason = %reason,
+            key = lease.key.as_str(),
+            lockspace = &*lease.lockspace.to_string_lossy(),
+            reason = reason.as_str(),
             "cannot write the holder record of {}: {reason}",
             lease.path().display()
         ),
