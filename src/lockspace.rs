@@ -17,8 +17,11 @@
 //!   refuses a lease this process already holds ([`LeaseError::HeldHere`]) before it opens
 //!   anything, and [`inspect`] refuses too.
 //! - A lease file can be unlinked (by its last holder) between our `open` and our lock; we
-//!   then hold a lock on an orphan inode. After locking, the inode behind the path is
-//!   compared with ours and the whole step retried if they differ, as virtlockd does.
+//!   then hold a lock on an orphan inode. After locking, we check that the locked file
+//!   still has a name and retry the whole step if it has none. (virtlockd compares the
+//!   inode behind the path with its fd's; in a lockspace, where files lose their names
+//!   only to `unlink` or a `rename` over them, the link count tells the same without a
+//!   second path lookup, and on NFS it comes from the server: see `linked`.)
 //!
 //! virtlockd never reads or writes the file body, so disklock uses it to say who holds the
 //! lease: one JSON [`Holder`] per line, one line per holding process. An exclusive holder
@@ -662,13 +665,13 @@ fn acquire_at(
     let path: &Path = shared;
     for _ in 0..MAX_ATTEMPTS {
         let file = open_lease(dir, path)?;
-        let meta = file.metadata().map_err(io_err("stat", path))?;
-        if !meta.file_type().is_file() {
-            return Err(LeaseError::NotRegular { path: path.into() });
-        }
         match set_lease_lock(&file, mode.lock_type()) {
             Ok(()) => {}
             Err(Errno::EAGAIN | Errno::EACCES) => {
+                let meta = file.metadata().map_err(io_err("stat", path))?;
+                if !meta.file_type().is_file() {
+                    return Err(LeaseError::NotRegular { path: path.into() });
+                }
                 return Ok(Acquired::Busy(busy(&file, path)));
             }
             Err(Errno::ENOLCK) => return Err(LeaseError::NoLocks { dir: dir.into() }),
@@ -676,45 +679,58 @@ fn acquire_at(
         }
         // Is the inode we locked still the one at the path? Its last holder may have
         // unlinked it (and someone else recreated it) between our open and our lock.
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => {
-                let mut lease = Lease {
-                    file: Some(file),
-                    path: shared.clone(),
-                    dev: meta.dev(),
-                    ino: meta.ino(),
-                    mode,
-                    me: (host_id(holder.host_id), holder.pid),
-                    body_pending: false,
-                };
-                // On failure, `lease` drops: the lock goes and the file stays (a stale, free
-                // lease file), which is never a lost or phantom lock. A new (empty) file needs
-                // no truncation.
-                if mode == Mode::Exclusive && meta.len() == 0 {
-                    if defer {
-                        lease.body_pending = true;
-                    } else {
-                        lease.write_new_body(holder)?;
-                    }
-                } else {
-                    lease.write_holder(holder)?;
-                }
-                return Ok(Acquired::Held(lease));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(LeaseError::Io {
-                    op: "stat",
-                    path: path.into(),
-                    source: e,
-                });
-            }
+        let Some(meta) = linked(&file, path)? else {
+            // Closing `file` drops the lock on the orphan inode; start over.
+            drop(file);
+            continue;
+        };
+        if !meta.file_type().is_file() {
+            return Err(LeaseError::NotRegular { path: path.into() });
         }
-        // Closing `file` drops the lock on the orphan inode; start over.
-        drop(file);
+        let mut lease = Lease {
+            file: Some(file),
+            path: shared.clone(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mode,
+            me: (host_id(holder.host_id), holder.pid),
+            body_pending: false,
+        };
+        // On failure, `lease` drops: the lock goes and the file stays (a stale, free lease
+        // file), which is never a lost or phantom lock. A new (empty) file needs no
+        // truncation.
+        if mode == Mode::Exclusive && meta.len() == 0 {
+            if defer {
+                lease.body_pending = true;
+            } else {
+                lease.write_new_body(holder)?;
+            }
+        } else {
+            lease.write_holder(holder)?;
+        }
+        return Ok(Acquired::Held(lease));
     }
     Err(LeaseError::Unstable { path: path.into() })
+}
+
+/// The locked lease file's metadata while it still has a name, `None` once it has none: in
+/// a lockspace a lease file loses its name only to `unlink` (by its last holder) or to a
+/// `rename` over it, and is never linked elsewhere, so a file with links left is still the
+/// one at its path. This asks the file, not the path: no second lookup, and on NFS a
+/// granted lock has just invalidated the client's cached attributes of this file, where a
+/// path lookup could still be answered from a cached name. A file handle the NFS server no
+/// longer knows (`ESTALE`: removed on another host) has no name either.
+fn linked(file: &File, path: &Path) -> Result<Option<std::fs::Metadata>, LeaseError> {
+    match file.metadata() {
+        Ok(m) if m.nlink() > 0 => Ok(Some(m)),
+        Ok(_) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ESTALE) => Ok(None),
+        Err(e) => Err(LeaseError::Io {
+            op: "stat",
+            path: path.into(),
+            source: e,
+        }),
+    }
 }
 
 fn open_lease(dir: &Path, path: &Path) -> Result<File, LeaseError> {
@@ -938,19 +954,17 @@ impl Lease {
         // `self` drops here: the fd closes and the lock goes.
     }
 
+    /// Removes the lease file if it is still the one at its path (see [`linked`]); we hold
+    /// the lock on it, so nobody else following the lockspace's rules removes or replaces
+    /// it meanwhile.
     fn unlink_if_ours(&self) -> Result<Released, LeaseError> {
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
-                std::fs::remove_file(&self.path).map_err(io_err("remove", &self.path))?;
-                Ok(Released::Unlinked)
-            }
-            Ok(_) => Ok(Released::Kept),
+        if linked(self.file(), &self.path)?.is_none() {
+            return Ok(Released::Kept);
+        }
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(Released::Unlinked),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Released::Kept),
-            Err(e) => Err(LeaseError::Io {
-                op: "stat",
-                path: self.path.to_path_buf(),
-                source: e,
-            }),
+            Err(e) => Err(io_err("remove", &self.path)(e)),
         }
     }
 }
@@ -1211,6 +1225,47 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("k3")).unwrap();
         assert_eq!(parse_holders(&text), vec![h]);
         lease.release().unwrap();
+    }
+
+    #[test]
+    fn a_locked_file_counts_as_at_its_path_while_it_has_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let f = File::create(&path).unwrap();
+        let m = linked(&f, &path).unwrap().expect("named");
+        assert_eq!(m.ino(), std::fs::metadata(&path).unwrap().ino());
+        // Renamed over (what a second `rename` into the lockspace would do): no name left.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert!(linked(&f, &path).unwrap().is_none());
+        // Unlinked: no name either.
+        let g = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(linked(&g, &path).unwrap().is_none());
+    }
+
+    #[test]
+    fn release_leaves_a_file_that_replaced_the_lease_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = holder(std::process::id(), Mode::Exclusive);
+        let Acquired::Held(lease) = acquire(dir.path(), &key("k1"), Mode::Exclusive, &h).unwrap()
+        else {
+            panic!("busy")
+        };
+        // Someone removes the held file by hand and another holder creates its own.
+        let path = dir.path().join("k1");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"theirs\n").unwrap();
+        assert_eq!(lease.release().unwrap(), Released::Kept);
+        assert_eq!(std::fs::read(&path).unwrap(), b"theirs\n", "not ours to remove");
+        // And a file removed by hand and not replaced: nothing to remove.
+        let Acquired::Held(lease) = acquire(dir.path(), &key("k2"), Mode::Exclusive, &h).unwrap()
+        else {
+            panic!("busy")
+        };
+        std::fs::remove_file(dir.path().join("k2")).unwrap();
+        assert_eq!(lease.release().unwrap(), Released::Kept);
     }
 
     #[test]
