@@ -1258,7 +1258,11 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"theirs\n").unwrap();
         assert_eq!(lease.release().unwrap(), Released::Kept);
-        assert_eq!(std::fs::read(&path).unwrap(), b"theirs\n", "not ours to remove");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"theirs\n",
+            "not ours to remove"
+        );
         // And a file removed by hand and not replaced: nothing to remove.
         let Acquired::Held(lease) = acquire(dir.path(), &key("k2"), Mode::Exclusive, &h).unwrap()
         else {

@@ -811,6 +811,28 @@ fn protocol_is_varlink_and_bounded() {
         Value::Array(vec![])
     );
     assert_eq!(read_reply(&mut s)["parameters"]["protocol"], 1);
+    // A call split across writes (the daemon sees its first half alone), then 500 calls in
+    // one write (more than the daemon reads at a time): every one answered, in order.
+    let call = b"{\"method\":\"io.disklock.Lease.Version\"}\0";
+    s.write_all(&call[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(&call[10..]).unwrap();
+    assert_eq!(read_reply(&mut s)["parameters"]["protocol"], 1);
+    let many: Vec<u8> = call
+        .iter()
+        .copied()
+        .cycle()
+        .take(call.len() * 500)
+        .collect();
+    assert!(many.len() > 16 * 1024);
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || s.write_all(&many).unwrap())
+    };
+    for _ in 0..500 {
+        assert_eq!(read_reply(&mut s)["parameters"]["protocol"], 1);
+    }
+    writer.join().unwrap();
 }
 
 #[test]
