@@ -386,8 +386,13 @@ impl Resolver {
     /// uses when the domain XML gives that path).
     pub fn resolve_image(&self, canon: PathBuf) -> Resolution {
         let key = sha256_hex(canon.as_os_str().as_bytes());
+        // By hand: `format!` of a path display costs as much as the hash.
+        let shown = canon.to_string_lossy();
+        let mut detail = String::with_capacity(10 + shown.len());
+        detail.push_str("sha256 of ");
+        detail.push_str(&shown);
         Resolution {
-            detail: format!("sha256 of {}", canon.display()),
+            detail,
             path: canon,
             block: None,
             // A hex digest is always a valid key.
