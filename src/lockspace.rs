@@ -1164,6 +1164,14 @@ mod tests {
         DiskKey::new(s).unwrap()
     }
 
+    /// Acquires a lease that must be free.
+    fn held(dir: &Path, k: &str, mode: Mode, h: &Holder) -> Lease {
+        match acquire(dir, &key(k), mode, h).unwrap() {
+            Acquired::Held(lease) => lease,
+            Acquired::Busy(_) => panic!("busy"),
+        }
+    }
+
     #[test]
     fn a_borrowed_record_is_the_same_json_as_the_owned_one() {
         let mut h = holder(7, Mode::Shared);
@@ -1218,10 +1226,7 @@ mod tests {
         lease.release().unwrap();
 
         // The plain acquire writes at once.
-        let Acquired::Held(lease) = acquire(dir.path(), &key("k3"), Mode::Exclusive, &h).unwrap()
-        else {
-            panic!("busy")
-        };
+        let lease = held(dir.path(), "k3", Mode::Exclusive, &h);
         let text = std::fs::read_to_string(dir.path().join("k3")).unwrap();
         assert_eq!(parse_holders(&text), vec![h]);
         lease.release().unwrap();
@@ -1249,10 +1254,7 @@ mod tests {
     fn release_leaves_a_file_that_replaced_the_lease_file() {
         let dir = tempfile::tempdir().unwrap();
         let h = holder(std::process::id(), Mode::Exclusive);
-        let Acquired::Held(lease) = acquire(dir.path(), &key("k1"), Mode::Exclusive, &h).unwrap()
-        else {
-            panic!("busy")
-        };
+        let lease = held(dir.path(), "k1", Mode::Exclusive, &h);
         // Someone removes the held file by hand and another holder creates its own.
         let path = dir.path().join("k1");
         std::fs::remove_file(&path).unwrap();
@@ -1264,10 +1266,7 @@ mod tests {
             "not ours to remove"
         );
         // And a file removed by hand and not replaced: nothing to remove.
-        let Acquired::Held(lease) = acquire(dir.path(), &key("k2"), Mode::Exclusive, &h).unwrap()
-        else {
-            panic!("busy")
-        };
+        let lease = held(dir.path(), "k2", Mode::Exclusive, &h);
         std::fs::remove_file(dir.path().join("k2")).unwrap();
         assert_eq!(lease.release().unwrap(), Released::Kept);
     }
@@ -1276,10 +1275,7 @@ mod tests {
     fn release_with_hands_over_only_a_removed_files_fd() {
         let dir = tempfile::tempdir().unwrap();
         let h = holder(std::process::id(), Mode::Exclusive);
-        let Acquired::Held(lease) = acquire(dir.path(), &key("k1"), Mode::Exclusive, &h).unwrap()
-        else {
-            panic!("busy")
-        };
+        let lease = held(dir.path(), "k1", Mode::Exclusive, &h);
         let mut handed = None;
         assert_eq!(
             lease.release_with(|f| handed = Some(f)).unwrap(),
@@ -1287,10 +1283,7 @@ mod tests {
         );
         // The path is free for a new lease while the old fd is still open.
         let fd = handed.expect("fd handed over");
-        let Acquired::Held(again) = acquire(dir.path(), &key("k1"), Mode::Exclusive, &h).unwrap()
-        else {
-            panic!("busy")
-        };
+        let again = held(dir.path(), "k1", Mode::Exclusive, &h);
         drop(fd);
         // Closing the old fd did not drop the new lease's lock (another inode). An OFD lock
         // query sees this process's own fcntl locks, as another process would.
@@ -1303,10 +1296,7 @@ mod tests {
 
         // A shared lease kept (another holder) closes its fd itself.
         let s = holder(std::process::id(), Mode::Shared);
-        let Acquired::Held(shared) = acquire(dir.path(), &key("k2"), Mode::Shared, &s).unwrap()
-        else {
-            panic!("busy")
-        };
+        let shared = held(dir.path(), "k2", Mode::Shared, &s);
         let path = dir.path().join("k2");
         // Another holder's read lock (an OFD lock: it conflicts with ours although this
         // process owns both) makes this holder not the last.
@@ -1453,10 +1443,7 @@ mod tests {
         )
         .unwrap();
         let mut h = holder(std::process::id(), Mode::Shared);
-        let Acquired::Held(mut lease) = acquire(dir.path(), &key("k6"), Mode::Shared, &h).unwrap()
-        else {
-            panic!("busy")
-        };
+        let mut lease = held(dir.path(), "k6", Mode::Shared, &h);
         h.owners.push(Owner {
             name: "vm2".into(),
             uuid: "u2".into(),
