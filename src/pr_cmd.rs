@@ -714,14 +714,15 @@ fn check(
             keys.keys.contains(&key).then(|| exclusive_type(s))
         }
     };
-    let mut drift = engine::check(&t.paths, key, held).map_err(|e| fail(t, e))?;
+    // No memory of earlier checks here: an empty disk counts as a target restart only while
+    // its PR generation is 0. A fenced host is never registered again (engine::repair).
+    let mut drift = engine::check(&t.paths, key, held, None)
+        .map_err(|e| fail(t, e))?
+        .drift;
     if matches!(expect, Expect::AsRegistered) {
-        drift.retain(|d| {
-            !matches!(
-                d,
-                Drift::ReservationMissing | Drift::ReservationTaken { .. }
-            )
-        });
+        // Registered by hand, perhaps under another host's reservation: whether a
+        // reservation of ours is expected is not known.
+        drift.retain(|d| !matches!(d, Drift::ReservationMissing | Drift::Fenced { .. }));
     }
     let fixed = if repair {
         engine::repair(&t.paths, key, held, &drift).map_err(|e| fail(t, e))?

@@ -28,14 +28,27 @@ pub fn run(s: &Settings, args: &StatusArgs) -> anyhow::Result<Code> {
                 .collect();
             t.add_row([
                 l.disk.clone(),
-                l.mode.to_string(),
+                if l.lost.is_some() {
+                    format!("{} (LOST)", l.mode)
+                } else {
+                    l.mode.to_string()
+                },
                 owners.join(","),
                 l.since.to_string(),
                 l.key.clone(),
                 l.lockspace.display().to_string(),
             ]);
         }
-        render(&t)
+        let mut o = render(&t);
+        for l in &reply.leases {
+            if let Some(why) = &l.lost {
+                o.push_str(&format!(
+                    "{}: LOST at the storage: {why}; the lease is held until its owner releases it\n",
+                    l.disk
+                ));
+            }
+        }
+        o
     };
     write_stdout(&out)?;
     Ok(Code::Ok)

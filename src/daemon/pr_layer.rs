@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use disklock_naming::{DevNo, DiskKey, Resolver};
-use disklock_scsi::pr::{PrType, ReservationKey};
+use disklock_scsi::pr::{PersistentReservations, PrType, ReservationKey};
 
 use super::table::{Backend, FileBackend};
 use crate::lockspace::{self, Acquired, Busy, HolderRef, LeaseError, Mode, Released};
@@ -39,6 +39,8 @@ struct Hold {
     disk: String,
     kind: PrType,
     paths: Vec<engine::Path<Handle>>,
+    /// The PR generation the last check saw (`None` before the first).
+    generation: Option<u32>,
 }
 
 /// A lease file lock and, when the disk has one, the key of its reservation here.
@@ -70,6 +72,26 @@ pub struct Finding {
     pub repaired: bool,
 }
 
+/// A disk whose reservation another host took: the daemon no longer holds it at the storage.
+#[derive(Debug, Clone)]
+pub struct Lost {
+    /// The disk's key.
+    pub key: DiskKey,
+    /// The disk as the client named it.
+    pub disk: String,
+    /// Why (a [`Drift::Fenced`]).
+    pub why: Drift,
+}
+
+/// What one round of [`PrBackend::maintain`] found.
+#[derive(Debug, Default)]
+pub struct Maintenance {
+    /// Drift found, repaired or not.
+    pub findings: Vec<Finding>,
+    /// Disks lost to another host this round.
+    pub lost: Vec<Lost>,
+}
+
 /// Lease files plus reservations.
 pub struct PrBackend {
     files: FileBackend,
@@ -77,6 +99,8 @@ pub struct PrBackend {
     resolver: Resolver,
     plans: HashMap<DiskKey, Plan>,
     holds: HashMap<DiskKey, Hold>,
+    /// Disks another host took while their leases are held here: why.
+    lost: HashMap<DiskKey, String>,
 }
 
 impl PrBackend {
@@ -88,6 +112,7 @@ impl PrBackend {
             resolver,
             plans: HashMap::new(),
             holds: HashMap::new(),
+            lost: HashMap::new(),
         }
     }
 
@@ -107,41 +132,61 @@ impl PrBackend {
         self.plans.clear();
     }
 
-    /// Checks every held reservation and repairs what drifted: paths that appeared since are
-    /// opened and registered, a lost reservation is made again.
-    pub fn maintain(&mut self) -> Vec<Finding> {
+    /// Checks every held reservation and repairs what drifted, by [`engine::maintain`]'s
+    /// rule: a disk this host still holds gets its missing registrations and a reservation a
+    /// restarted target lost, and then the paths that appeared since are registered. A disk
+    /// another host took is dropped from the holds (never re-registered, not checked again)
+    /// and reported as lost; its lease file stays locked until its owner releases it.
+    pub fn maintain(&mut self) -> Maintenance {
+        let mut out = Maintenance::default();
         let Some(st) = self.settings else {
-            return Vec::new();
+            return out;
         };
-        let mut found = Vec::new();
-        for hold in self.holds.values_mut() {
-            refresh_paths(&self.resolver, hold, st.key);
-            let drift = match engine::check(&hold.paths, st.key, Some(hold.kind)) {
-                Ok(d) => d,
+        for (key, hold) in &mut self.holds {
+            let m = match engine::maintain(&hold.paths, st.key, hold.kind, hold.generation) {
+                Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(event = "pr-check-failed", disk = %hold.disk, error = %crate::exit::chain_std(&e), "cannot check the reservation of {}", hold.disk);
                     continue;
                 }
             };
-            if drift.is_empty() {
+            hold.generation = Some(m.generation);
+            for d in &m.drift {
+                if m.lost.is_some() && matches!(d, Drift::Fenced { .. }) {
+                    continue;
+                }
+                out.findings.push(Finding {
+                    disk: hold.disk.clone(),
+                    repaired: m.fixed.contains(d),
+                    drift: d.clone(),
+                });
+            }
+            if let Some(why) = m.lost {
+                out.lost.push(Lost {
+                    key: key.clone(),
+                    disk: hold.disk.clone(),
+                    why,
+                });
                 continue;
             }
-            let fixed = match engine::repair(&hold.paths, st.key, Some(hold.kind), &drift) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!(event = "pr-repair-failed", disk = %hold.disk, error = %crate::exit::chain_std(&e), "cannot repair the reservation of {}", hold.disk);
-                    Vec::new()
-                }
-            };
-            for d in drift {
-                found.push(Finding {
+            if let Some(why) = refresh_paths(&self.resolver, hold, st.key) {
+                out.lost.push(Lost {
+                    key: key.clone(),
                     disk: hold.disk.clone(),
-                    repaired: fixed.contains(&d),
-                    drift: d,
+                    why,
                 });
             }
         }
-        found
+        for l in &out.lost {
+            self.holds.remove(&l.key);
+            self.lost.insert(l.key.clone(), l.why.to_string());
+        }
+        out
+    }
+
+    /// Why the reservation of the disk `key` was lost, while its lease is still held.
+    pub fn lost(&self, key: &DiskKey) -> Option<&str> {
+        self.lost.get(key).map(String::as_str)
     }
 
     fn reserve(
@@ -170,18 +215,22 @@ impl PrBackend {
                         disk: plan.disk.clone(),
                         kind,
                         paths,
+                        generation: None,
                     },
                 );
                 Ok(None)
             }
             Err(e @ PrError::KeyInUse { .. }) => Ok(Some(e.to_string())),
-            Err(e @ PrError::Busy { .. }) => Ok(Some(format!(
+            Err(e @ (PrError::Busy { .. } | PrError::Registered { .. })) => Ok(Some(format!(
                 "the disk is {} at the storage{}",
                 e,
                 if plan.preempt {
                     ""
                 } else {
-                    " (acquire --preempt takes it over)"
+                    match e {
+                        PrError::Registered { .. } => " (acquire --preempt removes them)",
+                        _ => " (acquire --preempt takes it over)",
+                    }
                 }
             ))),
             Err(e) => Err(fail(crate::exit::chain_std(&e))),
@@ -189,42 +238,62 @@ impl PrBackend {
     }
 }
 
-/// Opens paths that appeared since the hold was taken, registers this host on them at once,
-/// and drops ones that are gone.
+/// Opens paths that appeared since the hold was taken, registers this host on them at once
+/// if the reservation is still ours ([`engine::add_path`]), and drops ones that are gone.
+/// Returns why the disk is lost when a new path finds another host holding it.
 ///
-/// A new path is registered without waiting for [`engine::check`] to notice it: a path that
+/// A new path is registered without waiting for [`engine::check`] to count it: a path that
 /// was removed and re-added logs in on a new I_T nexus, and the target may keep the old
 /// nexus's registration, so counting our key's registrations would not show the new path as
 /// missing (seen on tgt: the count stays equal to the number of paths).
-fn refresh_paths(resolver: &Resolver, hold: &mut Hold, key: ReservationKey) {
+fn refresh_paths(resolver: &Resolver, hold: &mut Hold, key: ReservationKey) -> Option<Drift> {
     let Ok(now) = resolver.storage_paths(hold.devno) else {
-        return;
+        return None;
     };
     hold.paths.retain(|p| now.iter().any(|n| n.name == p.name));
     for n in &now {
         if hold.paths.iter().any(|p| p.name == n.name) {
             continue;
         }
-        match open_path(n) {
-            Ok(Some(h)) => {
-                let one = [h];
-                match engine::register_all(&one, key) {
-                    Ok(()) => {
-                        tracing::info!(event = "pr-path-added", disk = %hold.disk, path = %n.name, "new path {} to {}: registered", n.name, hold.disk);
-                    }
-                    Err(e) => {
-                        tracing::warn!(event = "pr-path-added", disk = %hold.disk, path = %n.name, error = %crate::exit::chain_std(&e), "new path {} to {}: not registered", n.name, hold.disk);
-                    }
-                }
-                let [h] = one;
-                hold.paths.push(h);
-            }
-            Ok(None) => {}
+        let h = match open_path(n) {
+            Ok(Some(h)) => h,
+            Ok(None) => continue,
             Err(e) => {
-                tracing::warn!(disk = %hold.disk, path = %n.name, error = %crate::exit::chain_std(&e), "cannot open new path {}", n.name)
+                tracing::warn!(disk = %hold.disk, path = %n.name, error = %crate::exit::chain_std(&e), "cannot open new path {}", n.name);
+                continue;
+            }
+        };
+        let registered = match hold.paths.first() {
+            Some(lead) => engine::add_path(lead, &h, key, hold.kind),
+            None => engine::add_path(&h, &h, key, hold.kind),
+        };
+        match registered {
+            Ok(true) => {
+                tracing::info!(event = "pr-path-added", disk = %hold.disk, path = %n.name, "new path {} to {}: registered", n.name, hold.disk);
+            }
+            Ok(false) => {
+                // Not ours any more: the check that comes next would say so; say it now.
+                tracing::warn!(event = "pr-path-added", disk = %hold.disk, path = %n.name, "new path {} to {}: not registered, the reservation is not this host's", n.name, hold.disk);
+                let lead = hold.paths.first().unwrap_or(&h);
+                let holder = lead
+                    .dev
+                    .read_reservation()
+                    .ok()
+                    .and_then(|r| r.holder)
+                    .map(|h| h.key);
+                return Some(Drift::Fenced {
+                    holder,
+                    registered: Vec::new(),
+                    ours_left: 0,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(event = "pr-path-added", disk = %hold.disk, path = %n.name, error = %crate::exit::chain_std(&e), "new path {} to {}: not registered", n.name, hold.disk);
             }
         }
+        hold.paths.push(h);
     }
+    None
 }
 
 impl Backend for PrBackend {
@@ -276,8 +345,16 @@ impl Backend for PrBackend {
         self.files.settle(&mut lease.file, holder)
     }
 
+    fn lost(&self, lease: &PrLease) -> Option<&str> {
+        lease.reserved.as_ref().and_then(|k| self.lost(k))
+    }
+
     fn release(&mut self, lease: PrLease) -> Result<Released, LeaseError> {
         let mut pr_error = None;
+        if let Some(key) = &lease.reserved {
+            // A lost disk is another host's now: nothing of ours to give back there.
+            self.lost.remove(key);
+        }
         if let (Some(key), Some(st)) = (&lease.reserved, self.settings)
             && let Some(hold) = self.holds.remove(key)
             && let Err(e) = engine::release(&hold.paths, st.key)

@@ -581,14 +581,20 @@ impl Shell {
         self.effects();
     }
 
-    /// Checks and repairs the reservations held; one event per drift found.
+    /// Checks and repairs the reservations held; one event per drift found, and an error
+    /// event for each disk another host took (its lease stays held for its owner, marked
+    /// lost in `status`; the reservation is never taken back on its own).
     fn check_reservations(&mut self) {
-        for f in self.table.backend_mut().maintain() {
+        let m = self.table.backend_mut().maintain();
+        for f in m.findings {
             if f.repaired {
                 tracing::info!(event = "pr-repaired", disk = %f.disk, drift = %f.drift, "{}: {}; repaired: {}", f.disk, f.drift, f.drift.fix());
             } else {
                 tracing::warn!(event = "pr-drift", disk = %f.disk, drift = %f.drift, "{}: {}; {}", f.disk, f.drift, f.drift.fix());
             }
+        }
+        for l in m.lost {
+            tracing::error!(event = "pr-lost", disk = %l.disk, key = %l.key.as_str(), drift = %l.why, "{}: the disk's reservation is lost: {}; {}", l.disk, l.why, l.why.fix());
         }
     }
 

@@ -57,6 +57,11 @@ pub trait Backend {
     }
     /// Gives a lease back (the lock is gone afterwards even on error).
     fn release(&mut self, lease: Self::Lease) -> Result<Released, LeaseError>;
+    /// Why a held lease's disk was lost at the storage (another host took its reservation),
+    /// for `status`.
+    fn lost(&self, _lease: &Self::Lease) -> Option<&str> {
+        None
+    }
 }
 
 /// Lease files in lockspace directories ([`lockspace`]).
@@ -364,6 +369,10 @@ pub struct LeaseView {
     pub since: u64,
     /// The holder record this daemon wrote into the lease file.
     pub holder: Holder,
+    /// Set when another host took the disk's reservation while the lease is held here:
+    /// why. The owner should stop writing; only a new acquire takes the disk again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
 }
 
 /// Held leases, serialized as a list of [`LeaseView`]s without building them: a reply is
@@ -380,15 +389,24 @@ impl<B: Backend> serde::Serialize for Listing<'_, B> {
             Some(ids) => s.collect_seq(
                 ids.iter()
                     .filter_map(|id| leases.get_key_value(id))
-                    .map(|(id, e)| ViewRef::new(me, id, e)),
+                    .map(|(id, e)| ViewRef::new(me, id, e, self.table.backend.lost(&e.lease))),
             ),
-            None => s.collect_seq(leases.iter().map(|(id, e)| ViewRef::new(me, id, e))),
+            None => s.collect_seq(
+                leases
+                    .iter()
+                    .map(|(id, e)| ViewRef::new(me, id, e, self.table.backend.lost(&e.lease))),
+            ),
         }
     }
 }
 
 impl<'a> ViewRef<'a> {
-    fn new<L>(me: &'a Identity, id: &'a LeaseId, e: &'a Entry<L>) -> ViewRef<'a> {
+    fn new<L>(
+        me: &'a Identity,
+        id: &'a LeaseId,
+        e: &'a Entry<L>,
+        lost: Option<&'a str>,
+    ) -> ViewRef<'a> {
         let owners = OwnersRef::Shared(e.owners.as_slice());
         ViewRef {
             disk: &e.disk,
@@ -400,6 +418,7 @@ impl<'a> ViewRef<'a> {
             owners,
             since: e.since,
             holder: me.record(e.mode, e.since, &e.disk, owners),
+            lost,
         }
     }
 }
@@ -416,6 +435,8 @@ struct ViewRef<'a> {
     owners: OwnersRef<'a>,
     since: u64,
     holder: HolderRef<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost: Option<&'a str>,
 }
 
 /// A lease file's path ([`LeaseId::path`]), serialized without building it.
@@ -610,6 +631,7 @@ impl<B: Backend> Table<B> {
             owners: e.owners.values().cloned().collect(),
             since: e.since,
             holder: self.entry_holder(e),
+            lost: self.backend.lost(&e.lease).map(str::to_owned),
         }
     }
 

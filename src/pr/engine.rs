@@ -66,6 +66,17 @@ pub enum PrError {
         /// Its registrations found.
         found: usize,
     },
+    /// Nobody reserves the disk but other keys are registered: an exclusive reservation of
+    /// a Registrants Only type would let each of them write, so it is not taken.
+    #[error(
+        "registered by {}, though nobody reserves it: under a Registrants Only reservation \
+         every registered key may write",
+        key_list(.keys)
+    )]
+    Registered {
+        /// The other keys, each once.
+        keys: Vec<ReservationKey>,
+    },
     /// There is no path to send commands to.
     #[error("no path to the disk's storage")]
     NoPaths,
@@ -202,8 +213,10 @@ pub struct Acquired {
 
 /// Takes the disk for this host, which does not hold it yet: registers `ours` on every path
 /// and makes sure a `kind` reservation that includes us is in force. Exclusive types fail
-/// with [`PrError::Busy`] when anyone else holds or shares the disk; all-registrants types
-/// join an existing reservation of the same type. Our key already on the disk fails with
+/// with [`PrError::Busy`] when anyone else holds or shares the disk, and with
+/// [`PrError::Registered`] when nobody holds it but other keys are registered (each could
+/// write under our reservation); all-registrants types join an existing reservation of the
+/// same type. Our key already on the disk fails with
 /// [`PrError::KeyInUse`] (a key collision is never joined). On failure our registrations
 /// are removed again.
 pub fn acquire<D: PersistentReservations + Sync>(
@@ -220,6 +233,12 @@ pub fn acquire<D: PersistentReservations + Sync>(
         return Err(PrError::KeyInUse { key: ours, found });
     }
     check_free(lead, &before, ours, kind)?;
+    if !kind.all_registrants() {
+        let foreign = others(&keys.keys, ours);
+        if !foreign.is_empty() {
+            return Err(PrError::Registered { keys: foreign });
+        }
+    }
     register_all(paths, ours)?;
     let result = take(lead, &before, ours, kind);
     if result.is_err() {
@@ -322,6 +341,16 @@ pub fn release<D: PersistentReservations + Sync>(
     unregister_all(paths)
 }
 
+/// The keys other than ours registered on the disk, each once.
+pub fn foreign_keys<D: PersistentReservations>(
+    paths: &[Path<D>],
+    ours: ReservationKey,
+) -> Result<Vec<ReservationKey>, PrError> {
+    let lead = first(paths)?;
+    let keys = lead.dev.read_keys().map_err(on(lead))?;
+    Ok(others(&keys.keys, ours))
+}
+
 /// What a takeover did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Preempted {
@@ -404,8 +433,8 @@ pub fn preempt<D: PersistentReservations + Sync>(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "drift")]
 pub enum Drift {
-    /// Fewer registrations of our key than paths: a path that appeared later, a reconnect on
-    /// a new nexus, or a target that lost its state.
+    /// We hold the reservation but our key has fewer registrations than we have paths: a
+    /// path that appeared later, or a reconnect on a new nexus.
     MissingRegistrations {
         /// Registrations of our key found.
         found: usize,
@@ -419,19 +448,55 @@ pub enum Drift {
         /// Paths we have.
         paths: usize,
     },
-    /// We hold the disk but nothing is reserved.
+    /// The target lost every registration and the reservation (a restart without APTPL:
+    /// nothing is registered and the PR generation went back, as SPC-4 resets it to 0 at
+    /// power on). We still hold the lease, so we put ours back.
+    TargetReset {
+        /// The PR generation the disk reports now.
+        generation: u32,
+    },
+    /// We are still registered (and nobody else is) but nothing is reserved.
     ReservationMissing,
-    /// We hold the disk but another key holds the reservation.
-    ReservationTaken {
-        /// The holder.
-        #[serde(serialize_with = "crate::pr::serialize_key")]
-        holder: ReservationKey,
+    /// We hold the disk exclusively, yet other keys are registered: under a Registrants
+    /// Only type each of them may write.
+    ForeignRegistrations {
+        /// The other keys, each once.
+        #[serde(serialize_with = "serialize_keys")]
+        keys: Vec<ReservationKey>,
+    },
+    /// Another host removed this host from the disk: our key is gone, or another key holds
+    /// the reservation. This host has lost the disk; it never registers itself again on its
+    /// own (only a new acquire, after the other host released or with `--preempt`, does).
+    Fenced {
+        /// The reservation holder now; `None` when nothing is reserved, key 0 for an
+        /// all-registrants reservation.
+        #[serde(serialize_with = "serialize_opt_key")]
+        holder: Option<ReservationKey>,
+        /// The keys registered now (other than ours), each once.
+        #[serde(serialize_with = "serialize_keys")]
+        registered: Vec<ReservationKey>,
+        /// Registrations of our key left (under another key's reservation).
+        ours_left: usize,
     },
     /// We do not hold the disk but our key is still registered.
     StaleRegistration {
         /// Registrations of our key found.
         found: usize,
     },
+}
+
+fn serialize_keys<S: serde::Serializer>(keys: &[ReservationKey], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(keys.iter().map(ToString::to_string))
+}
+
+fn serialize_opt_key<S: serde::Serializer>(
+    key: &Option<ReservationKey>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match key {
+        Some(k) => s.collect_str(k),
+        None => s.serialize_none(),
+    }
 }
 
 impl Drift {
@@ -442,10 +507,14 @@ impl Drift {
             Drift::ExtraRegistrations { .. } => {
                 "not repaired: check that no other host is configured with this key"
             }
+            Drift::TargetReset { .. } => "register this host's key and reserve the disk again",
             Drift::ReservationMissing => "reserve the disk again",
-            Drift::ReservationTaken { .. } => {
-                "not repaired: another host took the disk; release it here, or take it back \
-                 with disklock acquire --preempt"
+            Drift::ForeignRegistrations { .. } => {
+                "preempt the other keys' registrations (each of them could write)"
+            }
+            Drift::Fenced { .. } => {
+                "not repaired: another host took the disk and this host's lease is lost; stop \
+                 what writes it here, or take the disk back with disklock acquire --preempt"
             }
             Drift::StaleRegistration { .. } => "unregister this host's key on every path",
         }
@@ -455,9 +524,16 @@ impl Drift {
     pub fn repairable(&self) -> bool {
         !matches!(
             self,
-            Drift::ExtraRegistrations { .. } | Drift::ReservationTaken { .. }
+            Drift::ExtraRegistrations { .. } | Drift::Fenced { .. }
         )
     }
+}
+
+fn key_list(keys: &[ReservationKey]) -> String {
+    keys.iter()
+        .map(|k| key_label(*k))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for Drift {
@@ -472,13 +548,44 @@ impl fmt::Display for Drift {
                 "this host's key is registered {found} times but it has {paths} path(s): \
                  another host may use the same key"
             ),
+            Drift::TargetReset { generation } => write!(
+                f,
+                "the target lost every registration and the reservation (PR generation \
+                 {generation}): a restart"
+            ),
             Drift::ReservationMissing => f.write_str("the disk is held here but not reserved"),
-            Drift::ReservationTaken { holder } => {
-                write!(
-                    f,
-                    "the disk is held here but reserved by {}",
-                    key_label(*holder)
-                )
+            Drift::ForeignRegistrations { keys } => write!(
+                f,
+                "the disk is held here but also registered by {}",
+                key_list(keys)
+            ),
+            Drift::Fenced {
+                holder,
+                registered,
+                ours_left,
+            } => {
+                f.write_str("this host was fenced: ")?;
+                match holder {
+                    Some(ReservationKey(0)) => write!(
+                        f,
+                        "the disk is reserved for all registrants ({}) and this host's key was removed",
+                        key_list(registered)
+                    )?,
+                    Some(k) => write!(f, "the disk is reserved by {}", key_label(*k))?,
+                    None if registered.is_empty() => f.write_str(
+                        "this host's key was removed and the disk's PR state changed since \
+                         it was last checked (not a target restart)",
+                    )?,
+                    None => write!(
+                        f,
+                        "this host's key was removed and {} registered instead",
+                        key_list(registered)
+                    )?,
+                }
+                if *ours_left > 0 {
+                    write!(f, " ({ours_left} registration(s) of this host's key left)")?;
+                }
+                Ok(())
             }
             Drift::StaleRegistration { found } => write!(
                 f,
@@ -488,48 +595,119 @@ impl fmt::Display for Drift {
     }
 }
 
+/// What [`check`] read of a disk: the drift, and the PR generation to pass as `last` next
+/// time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// What differs from what this host expects.
+    pub drift: Vec<Drift>,
+    /// PRGENERATION as READ KEYS reported it.
+    pub generation: u32,
+}
+
+impl Checked {
+    /// The fencing drift, when another host took the disk.
+    pub fn fenced(&self) -> Option<&Drift> {
+        self.drift
+            .iter()
+            .find(|d| matches!(d, Drift::Fenced { .. }))
+    }
+}
+
+/// The other keys in `keys`, each once, in order.
+fn others(keys: &[ReservationKey], ours: ReservationKey) -> Vec<ReservationKey> {
+    let mut v: Vec<ReservationKey> = Vec::new();
+    for k in keys {
+        if *k != ours && !v.contains(k) {
+            v.push(*k);
+        }
+    }
+    v
+}
+
 /// Compares the disk with what we expect: `held` is the reservation type we should be part
-/// of (`None`: we should not be registered at all).
+/// of (`None`: we should not be registered at all); `last` the PR generation the previous
+/// check of this disk saw (`None`: never checked).
+///
+/// The rule that keeps fencing fenced: our key missing is a path to repair only while we
+/// hold the reservation. Another key holding it, or other keys registered where ours
+/// vanished, is [`Drift::Fenced`]. An empty disk (no reservation, no registrations) is a
+/// target restart only if its PR generation is 0 or went back below `last`; otherwise
+/// someone preempted us and left, and that is fencing too.
 pub fn check<D: PersistentReservations>(
     paths: &[Path<D>],
     ours: ReservationKey,
     held: Option<PrType>,
-) -> Result<Vec<Drift>, PrError> {
+    last: Option<u32>,
+) -> Result<Checked, PrError> {
     let lead = first(paths)?;
     let keys = lead.dev.read_keys().map_err(on(lead))?;
+    let generation = keys.generation;
     let found = keys.keys.iter().filter(|k| **k == ours).count();
+    let foreign = others(&keys.keys, ours);
     let mut drift = Vec::new();
     let Some(kind) = held else {
         if found > 0 {
             drift.push(Drift::StaleRegistration { found });
         }
-        return Ok(drift);
+        return Ok(Checked { drift, generation });
     };
-    if found < paths.len() {
-        drift.push(Drift::MissingRegistrations {
-            found,
-            paths: paths.len(),
-        });
-    } else if found > paths.len() {
-        drift.push(Drift::ExtraRegistrations {
-            found,
-            paths: paths.len(),
-        });
-    }
+    let counts = |drift: &mut Vec<Drift>| {
+        if found < paths.len() {
+            drift.push(Drift::MissingRegistrations {
+                found,
+                paths: paths.len(),
+            });
+        } else if found > paths.len() {
+            drift.push(Drift::ExtraRegistrations {
+                found,
+                paths: paths.len(),
+            });
+        }
+    };
+    let fenced = |holder: Option<ReservationKey>| Drift::Fenced {
+        holder,
+        registered: foreign.clone(),
+        ours_left: found,
+    };
     let r = lead.dev.read_reservation().map_err(on(lead))?;
     match r.holder {
-        None => drift.push(Drift::ReservationMissing),
-        Some(h) if h.kind.all_registrants() && h.kind == kind => {}
-        Some(h) if h.key == ours => {}
-        Some(h) if h.kind.all_registrants() => drift.push(Drift::ReservationTaken {
-            holder: ReservationKey(0),
-        }),
-        Some(h) => drift.push(Drift::ReservationTaken { holder: h.key }),
+        // Ours, exclusively.
+        Some(h) if !h.kind.all_registrants() && h.key == ours => {
+            counts(&mut drift);
+            if !foreign.is_empty() {
+                drift.push(Drift::ForeignRegistrations {
+                    keys: foreign.clone(),
+                });
+            }
+        }
+        // Shared with us: we are a holder while our key is registered.
+        Some(h) if h.kind.all_registrants() && h.kind == kind && found > 0 => {
+            counts(&mut drift);
+        }
+        Some(h) if h.kind.all_registrants() => drift.push(fenced(Some(ReservationKey(0)))),
+        Some(h) => drift.push(fenced(Some(h.key))),
+        None if keys.keys.is_empty() => {
+            let reset = generation == 0 || last.is_some_and(|l| generation < l);
+            if reset {
+                drift.push(Drift::TargetReset { generation });
+            } else {
+                drift.push(fenced(None));
+            }
+        }
+        None if foreign.is_empty() => {
+            counts(&mut drift);
+            drift.push(Drift::ReservationMissing);
+        }
+        None => drift.push(fenced(None)),
     }
-    Ok(drift)
+    Ok(Checked { drift, generation })
 }
 
-/// Fixes what [`check`] found and can be fixed; returns what it fixed.
+/// Fixes what [`check`] found and can be fixed; returns what it fixed. Never registers a
+/// fenced host: with [`Drift::Fenced`] among `drift` it does nothing. When putting the
+/// reservation back loses a race (another host reserved first), our registrations are
+/// removed again and the result is [`PrError::Busy`]: this host has lost the disk.
 pub fn repair<D: PersistentReservations + Sync>(
     paths: &[Path<D>],
     ours: ReservationKey,
@@ -538,21 +716,169 @@ pub fn repair<D: PersistentReservations + Sync>(
 ) -> Result<Vec<Drift>, PrError> {
     let lead = first(paths)?;
     let mut fixed = Vec::new();
+    if drift.iter().any(|d| matches!(d, Drift::Fenced { .. })) {
+        return Ok(fixed);
+    }
     for d in drift {
         match d {
             Drift::MissingRegistrations { .. } => register_all(paths, ours)?,
-            Drift::ReservationMissing => {
+            Drift::TargetReset { .. } | Drift::ReservationMissing => {
                 let Some(kind) = held else { continue };
-                // The registrations may be gone too (a target restart loses both).
-                register_all(paths, ours)?;
-                lead.dev.reserve(ours, kind).map_err(on(lead))?;
+                reclaim(paths, ours, kind)?;
+            }
+            Drift::ForeignRegistrations { keys } => {
+                let Some(kind) = held else { continue };
+                evict(lead, ours, keys, kind)?;
             }
             Drift::StaleRegistration { .. } => unregister_all(paths)?,
-            Drift::ExtraRegistrations { .. } | Drift::ReservationTaken { .. } => continue,
+            Drift::ExtraRegistrations { .. } | Drift::Fenced { .. } => continue,
         }
         fixed.push(d.clone());
     }
     Ok(fixed)
+}
+
+/// Reserves a disk that nobody reserves, for a host that still holds its lease: registers
+/// the lead path only, reserves, and registers the other paths once the reservation is
+/// ours. If another host reserved first, the lead's registration is removed at once.
+fn reclaim<D: PersistentReservations + Sync>(
+    paths: &[Path<D>],
+    ours: ReservationKey,
+    kind: PrType,
+) -> Result<(), PrError> {
+    let lead = first(paths)?;
+    register_all(std::slice::from_ref(lead), ours)?;
+    match lead.dev.reserve(ours, kind) {
+        Ok(()) => {}
+        Err(ScsiError::ReservationConflict { .. }) => {
+            let _ = unregister_all(paths);
+            let now = lead.dev.read_reservation().map_err(on(lead))?;
+            return Err(PrError::Busy {
+                holder: single_holder(&now).map(|(k, _)| k),
+                kind: now.holder.map_or(kind, |h| h.kind),
+                sharers: Vec::new(),
+            });
+        }
+        Err(e) => return Err(on(lead)(e)),
+    }
+    register_all(paths, ours)
+}
+
+/// Removes the registrations of `keys` from a disk we hold (PREEMPT AND ABORT, else
+/// PREEMPT: the reservation is ours, so only their registrations go).
+fn evict<D: PersistentReservations>(
+    lead: &Path<D>,
+    ours: ReservationKey,
+    keys: &[ReservationKey],
+    kind: PrType,
+) -> Result<(), PrError> {
+    for k in keys {
+        match lead.dev.preempt(ours, *k, kind, true) {
+            Ok(()) => {}
+            Err(e) if e.is_unsupported() => {
+                lead.dev.preempt(ours, *k, kind, false).map_err(on(lead))?;
+            }
+            Err(e) => return Err(on(lead)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// What one periodic check of a held disk found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maintained {
+    /// What differed.
+    pub drift: Vec<Drift>,
+    /// What was repaired.
+    pub fixed: Vec<Drift>,
+    /// The PR generation to pass as `last` next time.
+    pub generation: u32,
+    /// Set when this host has lost the disk (the drift that says why): stop treating it as
+    /// held, and never register it again on its own.
+    pub lost: Option<Drift>,
+}
+
+/// The daemon's periodic check of a disk it holds with a `kind` reservation: [`check`],
+/// then [`repair`] unless this host was fenced. One rule for the daemon, `disklock pr check
+/// --repair` and the simulator's property test.
+pub fn maintain<D: PersistentReservations + Sync>(
+    paths: &[Path<D>],
+    ours: ReservationKey,
+    kind: PrType,
+    last: Option<u32>,
+) -> Result<Maintained, PrError> {
+    let checked = check(paths, ours, Some(kind), last)?;
+    if let Some(f) = checked.fenced() {
+        return Ok(Maintained {
+            lost: Some(f.clone()),
+            fixed: Vec::new(),
+            generation: checked.generation,
+            drift: checked.drift,
+        });
+    }
+    let (fixed, lost) = if checked.drift.is_empty() {
+        (Vec::new(), None)
+    } else {
+        match repair(paths, ours, Some(kind), &checked.drift) {
+            Ok(f) => (f, None),
+            Err(PrError::Busy { holder, .. }) => (
+                Vec::new(),
+                Some(Drift::Fenced {
+                    holder,
+                    registered: holder.into_iter().collect(),
+                    ours_left: 0,
+                }),
+            ),
+            Err(e) => return Err(e),
+        }
+    };
+    Ok(Maintained {
+        drift: checked.drift,
+        fixed,
+        generation: checked.generation,
+        lost,
+    })
+}
+
+/// Registers `path`, a path to a disk this host holds that appeared since it was taken,
+/// only if the reservation is still ours; afterwards looks again and, if another host took
+/// the disk meanwhile, removes the registration. Returns false (nothing registered) when
+/// the disk is not ours.
+pub fn add_path<D: PersistentReservations + Sync>(
+    lead: &Path<D>,
+    path: &Path<D>,
+    ours: ReservationKey,
+    kind: PrType,
+) -> Result<bool, PrError> {
+    let ours_now = |r: &Reservation, keys: Option<&[ReservationKey]>| match &r.holder {
+        Some(h) if h.kind.all_registrants() => {
+            h.kind == kind && keys.is_some_and(|k| k.contains(&ours))
+        }
+        Some(h) => h.key == ours,
+        None => false,
+    };
+    let keys = |p: &Path<D>| p.dev.read_keys().map(|k| k.keys).map_err(on(p));
+    let r = lead.dev.read_reservation().map_err(on(lead))?;
+    let before = if kind.all_registrants() {
+        Some(keys(lead)?)
+    } else {
+        None
+    };
+    if !ours_now(&r, before.as_deref()) {
+        return Ok(false);
+    }
+    register_all(std::slice::from_ref(path), ours)?;
+    let r = lead.dev.read_reservation().map_err(on(lead))?;
+    let after = if kind.all_registrants() {
+        Some(keys(lead)?)
+    } else {
+        None
+    };
+    if !ours_now(&r, after.as_deref()) {
+        let _ = unregister_all(std::slice::from_ref(path));
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// The simulated logical unit: the engine's tests and `disklock __pr-bench --simulate-paths`.

@@ -130,23 +130,41 @@ pub fn open_storage(
     Ok(paths)
 }
 
-/// Takes the disk for `key` with a `kind` reservation; with `preempt`, a disk reserved by
-/// another single key is taken from it (PREEMPT AND ABORT, else PREEMPT). `disk` names it in
-/// the log.
-pub fn take(
-    paths: &[engine::Path<Handle>],
+/// Takes the disk for `key` with a `kind` reservation. With `preempt`, a disk reserved by
+/// another single key is taken from it, and other keys' registrations (each of which could
+/// write under a Registrants Only type) are removed, all with PREEMPT AND ABORT, else
+/// PREEMPT. Without it, either refuses ([`engine::PrError::Busy`],
+/// [`engine::PrError::Registered`]). `disk` names it in the log.
+pub fn take<D: PersistentReservations + Sync>(
+    paths: &[engine::Path<D>],
     key: ReservationKey,
     kind: PrType,
     preempt: bool,
     disk: &str,
 ) -> Result<(), engine::PrError> {
-    match engine::acquire(paths, key, kind) {
+    let victims = match engine::acquire(paths, key, kind) {
+        Ok(_) => return Ok(()),
         Err(engine::PrError::Busy {
             holder: Some(victim),
             ..
-        }) if preempt => engine::preempt(paths, key, victim, kind, true).map(|p| {
+        }) if preempt => vec![victim],
+        Err(engine::PrError::Registered { keys }) if preempt => keys,
+        Err(e) => return Err(e),
+    };
+    let preempt_one = |victim| {
+        engine::preempt(paths, key, victim, kind, true).map(|p| {
             tracing::info!(event = "pr-preempt", disk = %disk, victim = %p.victim, aborted = p.aborted, fell_back = p.fell_back, "took {disk} from {}", engine::key_label(p.victim));
-        }),
-        other => other.map(|_| ()),
+        })
+    };
+    for victim in victims {
+        preempt_one(victim)?;
     }
+    if !kind.all_registrants() {
+        // Registrations of other hosts left after the holder's (a third host's stale one)
+        // would keep write access under our reservation.
+        for victim in engine::foreign_keys(paths, key)? {
+            preempt_one(victim)?;
+        }
+    }
+    Ok(())
 }
