@@ -232,6 +232,7 @@ fn in_process(
                     crate::pr::take(&paths, key, kind, pr.preempt, name).map_err(|e| {
                         let code = match e {
                             crate::pr::engine::PrError::Busy { .. }
+                            | crate::pr::engine::PrError::Registered { .. }
                             | crate::pr::engine::PrError::KeyInUse { .. } => Code::Busy,
                             _ => Code::Partial,
                         };

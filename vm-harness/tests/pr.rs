@@ -478,6 +478,206 @@ fn takeover(kind: TargetKind, a: &Host, da: &str, b: &Host, db: &str) -> Result<
     Ok(())
 }
 
+/// Key of a third host that registered and crashed (planted by hand from B's nexus).
+const KEY_C: u64 = 0xcccc_0000_0000_0003;
+
+/// Scenario (issue 14): a host another host preempted stays fenced. A holds `da` with a
+/// writer running; the writer is frozen (a hung host), B takes the disk with `acquire
+/// --preempt`, the writer is thawed. Over three check intervals A's key never comes back,
+/// none of the writer's writes after the takeover is acknowledged, A's own writes fail,
+/// and A's daemon reports the lease lost. Then a third host's stale registration: an
+/// exclusive acquire refuses it (exit 3, naming the key) and `--preempt` removes it.
+fn fenced_stays_fenced(a: &Host, da: &str, b: &Host, db: &str) -> Result<()> {
+    let (pa, pb) = (common::dev_path(da), common::dev_path(db));
+    let owner_a = acquire_ok(a, da)?;
+    // The writer: one 512-byte O_DIRECT write every 20 ms; an acknowledged one is logged
+    // with A's monotonic clock.
+    a.write_file(
+        "/tmp/writer.sh",
+        format!(
+            "while :; do\n\
+               dd if=/dev/zero of={pa} bs=512 count=1 seek=400 oflag=direct 2>/dev/null \
+                 && echo ok $({NOW_NS}) >> /tmp/writer.log\n\
+               usleep 20000\n\
+             done\n"
+        )
+        .as_bytes(),
+    )?;
+    a.run_ok(
+        "rm -f /tmp/writer.log\n\
+         setsid sh /tmp/writer.sh </dev/null >/dev/null 2>&1 &\n\
+         echo $! > /tmp/writer.pid",
+    )?;
+    wait_for(
+        "A's writer writes while A holds the disk",
+        Duration::from_secs(10),
+        || a.run("grep -c ok /tmp/writer.log"),
+        |o| o.stdout.trim().parse::<u32>().unwrap_or(0) > 0,
+    );
+    a.run_ok("kill -STOP -$(cat /tmp/writer.pid)")?;
+    let out = timed("step B preempts A", || {
+        b.run(&format!(
+            "disklock acquire --preempt --owner vm-on-{} --pid $(sleep 1000000 >/dev/null 2>&1 & echo $!) {pb}",
+            b.name()
+        ))
+    })?;
+    assert!(out.success(), "B's acquire --preempt: {out:?}");
+    let taken: u64 = a.run_ok(NOW_NS)?.trim().parse().expect("A's clock");
+    a.run_ok("kill -CONT -$(cat /tmp/writer.pid)")?;
+    // Three check intervals and a little more: A's key never reappears.
+    let t = Instant::now();
+    let mut polls = 0;
+    while t.elapsed() < Duration::from_secs(u64::from(CHECK_SECS) * 3 + 1) {
+        let (k, r) = sg_state(b, db)?;
+        assert_eq!(
+            k.count(KEY_A),
+            0,
+            "A's key came back after B's preempt: {k:?}"
+        );
+        assert_eq!(r.holder, Some((KEY_B, WE_RO)), "{r:?}");
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    a.run_ok("kill -KILL -$(cat /tmp/writer.pid) || true")?;
+    let log = a.run_ok("cat /tmp/writer.log")?;
+    let after: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok "))
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|&n| n > taken)
+        .collect();
+    note(format!(
+        "MEASURED: fenced host: A's key absent in {polls} polls over {:.1} s after B's preempt; writes acknowledged after the takeover: {} (of {} before)",
+        t.elapsed().as_secs_f64(),
+        after.len(),
+        log.lines().count() - after.len()
+    ));
+    assert!(
+        after.is_empty(),
+        "A's frozen writer got {} write(s) acknowledged after B's takeover",
+        after.len()
+    );
+    assert_fenced(a, da, 401)?;
+    let lost = a.run_ok("grep 'pr-lost' /tmp/daemon.log")?;
+    assert!(
+        lost.contains(&key_text(KEY_B)),
+        "A's daemon names B's key: {lost}"
+    );
+    let st = dl_json(a, "status --json")?;
+    let l = st
+        .as_array()
+        .and_then(|v| v.first())
+        .unwrap_or_else(|| panic!("A still holds its lease: {st}"));
+    assert!(
+        l["lost"].as_str().is_some_and(|w| w.contains("fenced")),
+        "status marks the lease lost: {st}"
+    );
+    // `pr check --repair` by hand does not register A again either.
+    let out = a.run(&format!("disklock pr check --repair --held we-ro {pa}"))?;
+    assert!(!out.success() && out.stdout.contains("fenced"), "{out:?}");
+    assert_eq!(sg_keys(b, db)?.count(KEY_A), 0);
+    // A's owner releases: B's reservation is untouched.
+    a.run_ok(&format!("disklock release {pa}"))?;
+    a.run_ok(&format!("kill {owner_a}"))?;
+    assert_eq!(sg_reservation(b, db)?.holder, Some((KEY_B, WE_RO)));
+    b.run_ok(&format!("disklock release --owner vm-on-{}", b.name()))?;
+    let (k, r) = sg_state(b, db)?;
+    assert!(k.keys.is_empty() && r.holder.is_none(), "{k:?} {r:?}");
+
+    // ---- B takes the disk and leaves it at once: empty, but not a target restart ----
+    let owner_a = acquire_ok(a, da)?;
+    b.run_ok(&format!(
+        "p=$(sleep 1000000 >/dev/null 2>&1 & echo $!)\n\
+         disklock acquire --preempt --owner grab --pid $p {pb} && disklock release {pb}; kill $p"
+    ))?;
+    let empty = sg_keys(b, db)?;
+    note(format!(
+        "MEASURED: after B preempted and released, the disk is empty at PR generation {} (a restart resets it to 0)",
+        empty.generation
+    ));
+    assert!(empty.generation > 0, "{empty:?}");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(u64::from(CHECK_SECS) * 3 + 1) {
+        let (k, r) = sg_state(b, db)?;
+        assert!(
+            k.keys.is_empty() && r.holder.is_none(),
+            "A took back a disk it was fenced from: {k:?} {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let st = dl_json(a, "status --json")?;
+    assert!(st[0]["lost"].is_string(), "A's lease is marked lost: {st}");
+    a.run_ok(&format!("disklock release {pa}"))?;
+    a.run_ok(&format!("kill {owner_a}"))?;
+
+    // ---- a third host's stale registration (planted from B's nexus) ----
+    b.run_ok(&format!(
+        "sg_persist -n --out --register --param-sark={KEY_C:#x} {pb}"
+    ))?;
+    b.run_ok(&dd_write(db, 402))?;
+    let (owner, out) = acquire(a, da, "")?;
+    assert_eq!(
+        out.rc, 3,
+        "A's exclusive acquire with a stale registration: {out:?}"
+    );
+    assert!(out.combined().contains(&key_text(KEY_C)), "{out:?}");
+    assert_eq!(
+        sg_keys(b, db)?.keys,
+        vec![KEY_C],
+        "the refusal registers nothing"
+    );
+    a.run_ok(&format!("kill {owner}"))?;
+    let (owner, out) = acquire(a, da, "--preempt")?;
+    assert!(out.success(), "{out:?}");
+    let (k, r) = sg_state(b, db)?;
+    assert_eq!((k.keys, r.holder), (vec![KEY_A], Some((KEY_A, WE_RO))));
+    assert_fenced(b, db, 403)?;
+    a.run_ok(&format!("disklock release {pa}"))?;
+    a.run_ok(&format!("kill {owner}"))?;
+    Ok(())
+}
+
+/// Scenario (tgt, issue 14): a path that comes back on a fenced host stays unregistered.
+/// A holds the two-path map `id`; B preempts A through its own path; A drops a path,
+/// restores it (a new nexus) and reloads the map: over three check intervals A's key
+/// never appears on the disk.
+fn fenced_path_stays_unregistered(a: &Host, b: &Host, id: &str) -> Result<()> {
+    let dev = format!("/dev/mapper/{id}");
+    let pb = common::dev_path(&b.lun_disk(2, 0)?);
+    let owner_a = acquire_ok(a, &dev)?;
+    assert_eq!(sg_keys(b, &b.lun_disk(2, 0)?)?.count(KEY_A), 2);
+    let out = b.run(&format!(
+        "disklock acquire --preempt --owner vm-on-{} --pid $(sleep 1000000 >/dev/null 2>&1 & echo $!) {pb}",
+        b.name()
+    ))?;
+    assert!(out.success(), "B's acquire --preempt: {out:?}");
+    timed("step drop path", || a.drop_path(2, 1))?;
+    timed("step restore path", || a.restore_path(2, 1))?;
+    let map = timed("step multipath reload", || a.multipath_create(&[id]))?.remove(0);
+    assert_eq!(map.slaves.len(), 2, "{map:?}");
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(u64::from(CHECK_SECS) * 3 + 1) {
+        let k = sg_keys(b, &b.lun_disk(2, 0)?)?;
+        assert_eq!(
+            k.count(KEY_A),
+            0,
+            "the fenced host registered a path: {k:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let log = a.run_ok("grep -E 'pr-lost|pr-path-added' /tmp/daemon.log || true")?;
+    assert!(
+        log.contains("pr-lost"),
+        "A's daemon reports the map lost: {log}"
+    );
+    a.run_ok(&format!("disklock release {dev}"))?;
+    a.run_ok(&format!("kill {owner_a}"))?;
+    b.run_ok(&format!("disklock release --owner vm-on-{}", b.name()))?;
+    let k = sg_keys(b, &b.lun_disk(2, 0)?)?;
+    assert!(k.keys.is_empty(), "{k:?}");
+    Ok(())
+}
+
 /// Waits (bounded) until `dev` answers TEST UNIT READY after a target restart.
 /// Scenario: `disklock run` without a daemon reserves the disk for its command's lifetime;
 /// `disklock fence id:1` takes it from A while A's command runs (A's writes fail from then
@@ -780,8 +980,14 @@ fn pr_on_tgt() -> Result<()> {
         target_restart(&rig, a, &da, b, &db)
     })?;
     timed("scenario run and fence", || run_and_fence(a, &da, b, &db))?;
+    timed("scenario fenced stays fenced", || {
+        fenced_stays_fenced(a, &da, b, &db)
+    })?;
     let (id, map) = multipath_map(a)?;
     bench(a, &map)?;
+    timed("scenario fenced path stays unregistered", || {
+        fenced_path_stays_unregistered(a, b, &id)
+    })?;
     timed("scenario multipath", || multipath(a, b, &id))?;
     timed("scenario takeover", || {
         takeover(TargetKind::Tgt, a, &da, b, &db)
@@ -800,6 +1006,9 @@ fn pr_on_lio() -> Result<()> {
     })?;
     timed("scenario daemon", || daemon_path(a, &da, b, &db))?;
     timed("scenario run and fence", || run_and_fence(a, &da, b, &db))?;
+    timed("scenario fenced stays fenced", || {
+        fenced_stays_fenced(a, &da, b, &db)
+    })?;
     timed("scenario takeover", || {
         takeover(TargetKind::Lio, a, &da, b, &db)
     })?;
