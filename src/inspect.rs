@@ -90,7 +90,7 @@ fn text(r: &Report) -> String {
             l.pid,
             l.process
                 .as_deref()
-                .map(|p| format!(", {p}"))
+                .map(|p| format!(", {}", crate::lockspace::printable(p)))
                 .unwrap_or_default()
         ),
         (s, None) => s.to_owned(),
@@ -99,10 +99,18 @@ fn text(r: &Report) -> String {
     let stale = r.lock.is_none();
     for h in &r.holders {
         let tag = if stale { " (stale)" } else { "" };
-        o.push_str(&format!("holder:  {}{tag}\n", h.describe()));
+        o.push_str(&format!(
+            "holder:  {}{tag} (as the lease file says)\n",
+            h.describe()
+        ));
     }
-    if r.lock.is_some() && r.holders.is_empty() {
-        o.push_str("holder:  no disklock holder record (virtlockd or another tool holds it)\n");
+    if let Some(l) = r.lock.as_ref().filter(|_| r.holders.is_empty()) {
+        // What the kernel knows, apart from what the file claims (it claims nothing).
+        o.push_str(&format!(
+            "holder:  none recorded in the lease file; the kernel's lock owner is pid {} \
+             (virtlockd, another tool, or a holder whose record could not be written)\n",
+            l.pid
+        ));
     }
     o
 }

@@ -57,6 +57,8 @@ const MAX_ATTEMPTS: usize = 16;
 /// The byte virtlockd locks, and the byte disklock's shared holders lock to edit the body.
 const LEASE_BYTE: i64 = 0;
 const BODY_BYTE: i64 = 1;
+/// How long a holder record edit waits for another holder's lock on [`BODY_BYTE`].
+pub const BODY_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Exclusive (write lock) or shared (read lock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -202,11 +204,20 @@ impl Holder {
     }
 
     /// One line for people: `web1 (uuid …, pid 42) on host1, exclusive since … by pid 7`.
+    /// Every text comes from a lease file any host may write: control characters are
+    /// escaped, so a record cannot drive the terminal.
     pub fn describe(&self) -> String {
         let owners: Vec<String> = self
             .owners
             .iter()
-            .map(|o| format!("{} (uuid {}, pid {})", o.name, o.uuid, o.pid))
+            .map(|o| {
+                format!(
+                    "{} (uuid {}, pid {})",
+                    printable(&o.name),
+                    printable(&o.uuid),
+                    o.pid
+                )
+            })
             .collect();
         let owners = if owners.is_empty() {
             "no owner".to_owned()
@@ -215,9 +226,31 @@ impl Holder {
         };
         format!(
             "{owners} on host {} (id {}), {} since {}, lock held by pid {} (disklock {})",
-            self.host, self.host_id, self.mode, self.since, self.pid, self.version
+            printable(&self.host),
+            printable(&self.host_id),
+            self.mode,
+            self.since,
+            self.pid,
+            printable(&self.version)
         )
     }
+}
+
+/// `s` with its control characters (C0, DEL, C1) escaped as `\u{1b}`: text read from a
+/// lease file or another process, made safe to print.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut o = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            o.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            o.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(o)
 }
 
 /// This host's name and id, for holder records.
@@ -277,7 +310,11 @@ impl Busy {
         }
         if !self.holders.is_empty() {
             let h: Vec<String> = self.holders.iter().map(Holder::describe).collect();
-            return format!("held by {}", h.join("; "));
+            let kernel = match &self.lock {
+                Some(l) => format!("; the kernel's lock owner: pid {}", l.pid),
+                None => String::new(),
+            };
+            return format!("held by {} (as the lease file says{kernel})", h.join("; "));
         }
         match &self.lock {
             Some(l) => format!(
@@ -286,7 +323,7 @@ impl Busy {
                 l.pid,
                 l.process
                     .as_deref()
-                    .map(|p| format!(" ({p})"))
+                    .map(|p| format!(" ({})", printable(p)))
                     .unwrap_or_default()
             ),
             None => "held by a process that left no holder record".to_owned(),
@@ -331,6 +368,16 @@ pub enum LeaseError {
         /// The path.
         dir: PathBuf,
     },
+    /// Other local users could tamper with the lockspace's lease files.
+    #[error(
+        "lockspace {dir} is not safe: {why}; other users could rename, plant or lock lease files (chmod go-w, or chmod +t, and chown it to this user)"
+    )]
+    UnsafeDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The lockspace is on a read-only file system.
     #[error("lockspace {dir} is on a read-only file system")]
     ReadOnly {
@@ -348,6 +395,30 @@ pub enum LeaseError {
     NotRegular {
         /// The lease file.
         path: PathBuf,
+    },
+    /// The lease file has other names (a hard link planted in the lockspace, perhaps to a
+    /// file elsewhere): writing a holder record would write into that file.
+    #[error(
+        "lease file {path} has {links} links (a hard link to another file?); refusing to write to it"
+    )]
+    Linked {
+        /// The lease file.
+        path: PathBuf,
+        /// Its link count.
+        links: u64,
+    },
+    /// The lease file on a local file system belongs to another user, who could have
+    /// planted it.
+    #[error(
+        "lease file {path} belongs to uid {uid}, not to this process's uid {euid}; refusing to use it"
+    )]
+    ForeignOwner {
+        /// The lease file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// Ours.
+        euid: u32,
     },
     /// The file system does not do POSIX locks (ENOLCK: NFS without a lock manager).
     #[error(
@@ -372,6 +443,13 @@ pub enum LeaseError {
         /// The lease file.
         path: PathBuf,
     },
+    /// Another process kept the holder record's lock (byte 1) longer than
+    /// [`BODY_LOCK_WAIT`]; the record was not changed. The lease itself is unaffected.
+    #[error("lease file {path}: its holder record is locked by another process; not updated")]
+    BodyBusy {
+        /// The lease file.
+        path: PathBuf,
+    },
     /// The lease file kept being replaced between open and lock.
     #[error("lease file {path} kept being replaced while it was locked")]
     Unstable {
@@ -389,6 +467,22 @@ pub enum LeaseError {
         #[source]
         source: io::Error,
     },
+}
+
+impl LeaseError {
+    /// Whether only the holder record failed (the lease itself is fine): a full or
+    /// over-quota lockspace, or another process on the record's lock.
+    pub fn is_record_only(&self) -> bool {
+        match self {
+            LeaseError::BodyBusy { .. } => true,
+            LeaseError::Io {
+                op: "write",
+                source,
+                ..
+            } => matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+            _ => false,
+        }
+    }
 }
 
 /// Canonical paths of the leases this process holds: a second open of one of them must
@@ -578,9 +672,48 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, LeaseError> {
             });
         }
     }
-    std::fs::canonicalize(dir).map_err(|source| LeaseError::CreateDir {
+    let canon = std::fs::canonicalize(dir).map_err(|source| LeaseError::CreateDir {
         dir: dir.into(),
         source,
+    })?;
+    trusted_dir(&canon)?;
+    Ok(canon)
+}
+
+/// Refuses a lockspace directory that other local users could tamper with (rename, plant
+/// or lock lease files): one writable by group or others without the sticky bit, or one
+/// owned by another uid. On NFS the owner and mode are the server's (root squash maps
+/// uids), so there it is a warning, not a refusal.
+fn trusted_dir(dir: &Path) -> Result<(), LeaseError> {
+    let m = std::fs::symlink_metadata(dir).map_err(|source| LeaseError::CreateDir {
+        dir: dir.into(),
+        source,
+    })?;
+    let mode = m.mode();
+    let euid = nix::unistd::geteuid().as_raw();
+    let why = if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        Some(format!(
+            "it is writable by {} (mode {:04o}) without the sticky bit",
+            if mode & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            mode & 0o7777
+        ))
+    } else if m.uid() != euid {
+        Some(format!("it belongs to uid {}, not to uid {euid}", m.uid()))
+    } else {
+        None
+    };
+    let Some(why) = why else { return Ok(()) };
+    if on_nfs(dir) {
+        tracing::warn!(event = "lockspace-unsafe", dir = %dir.display(), "lockspace {}: {why}; on NFS the server decides, so it is used, but other users may be able to tamper with lease files", dir.display());
+        return Ok(());
+    }
+    Err(LeaseError::UnsafeDir {
+        dir: dir.into(),
+        why,
     })
 }
 
@@ -687,6 +820,8 @@ fn acquire_at(
         if !meta.file_type().is_file() {
             return Err(LeaseError::NotRegular { path: path.into() });
         }
+        // Before anything is written: the file must be a lease file and nothing else.
+        trusted_file(&meta, path)?;
         let mut lease = Lease {
             file: Some(file),
             path: shared.clone(),
@@ -696,17 +831,27 @@ fn acquire_at(
             me: (host_id(holder.host_id), holder.pid),
             body_pending: false,
         };
-        // On failure, `lease` drops: the lock goes and the file stays (a stale, free lease
-        // file), which is never a lost or phantom lock. A new (empty) file needs no
-        // truncation.
-        if mode == Mode::Exclusive && meta.len() == 0 {
+        // One rule on every path (daemon, daemonless run; exclusive, shared): the lock is
+        // what excludes, so a holder record that cannot be written (a full lockspace, the
+        // record's lock held elsewhere) does not fail the acquire; it is logged, and
+        // readers see "no holder record". A new (empty) file needs no truncation.
+        let written = if mode == Mode::Exclusive && meta.len() == 0 {
             if defer {
                 lease.body_pending = true;
+                Ok(())
             } else {
-                lease.write_new_body(holder)?;
+                lease.write_new_body(holder)
             }
         } else {
-            lease.write_holder(holder)?;
+            lease.write_holder(holder)
+        };
+        if let Err(e) = written {
+            if !e.is_record_only() {
+                // `lease` drops: the lock goes and the file stays (a stale, free lease
+                // file), which is never a lost or phantom lock.
+                return Err(e);
+            }
+            tracing::warn!(event = "holder-not-updated", lease = %path.display(), error = %crate::exit::chain_std(&e), "lease {} held without a holder record", path.display());
         }
         return Ok(Acquired::Held(lease));
     }
@@ -731,6 +876,28 @@ fn linked(file: &File, path: &Path) -> Result<Option<std::fs::Metadata>, LeaseEr
             source: e,
         }),
     }
+}
+
+/// Refuses a locked lease file that is not safe to write: one with more than one link (a
+/// hard link planted in the lockspace: its body is another file's content), or, on a local
+/// file system, one owned by another uid (planted by another user). On NFS the owner is the
+/// server's to map (root squash, other hosts' daemons), so only the link count counts.
+fn trusted_file(meta: &std::fs::Metadata, path: &Path) -> Result<(), LeaseError> {
+    if meta.nlink() != 1 {
+        return Err(LeaseError::Linked {
+            path: path.into(),
+            links: meta.nlink(),
+        });
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid && !on_nfs(path) {
+        return Err(LeaseError::ForeignOwner {
+            path: path.into(),
+            uid: meta.uid(),
+            euid,
+        });
+    }
+    Ok(())
 }
 
 fn open_lease(dir: &Path, path: &Path) -> Result<File, LeaseError> {
@@ -879,16 +1046,29 @@ impl Lease {
     }
 
     /// Shared holders on several hosts edit the body under a write lock on byte 1, which
-    /// virtlockd never takes. Waiting for it is short: holders keep it for one rewrite.
+    /// virtlockd never takes. Holders keep it for one rewrite, so it is tried a few times
+    /// over at most [`BODY_LOCK_WAIT`] and then given up ([`LeaseError::BodyBusy`]): a
+    /// process (or a dead NFS host) sitting on byte 1 must never stall the daemon, and the
+    /// record is only information (the lock on byte 0 is what excludes).
     fn edit_shared_body(&self, edit: impl FnOnce(&mut Vec<Holder>)) -> Result<(), LeaseError> {
         let file = self.file();
+        let start = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_micros(200);
         loop {
             match fcntl(
                 file,
-                FcntlArg::F_SETLKW(&flock(short(libc::F_WRLCK), BODY_BYTE)),
+                FcntlArg::F_SETLK(&flock(short(libc::F_WRLCK), BODY_BYTE)),
             ) {
                 Ok(_) => break,
-                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN | Errno::EACCES | Errno::EINTR) => {
+                    if start.elapsed() >= BODY_LOCK_WAIT {
+                        return Err(LeaseError::BodyBusy {
+                            path: self.path.to_path_buf(),
+                        });
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(20));
+                }
                 Err(Errno::ENOLCK) => {
                     return Err(LeaseError::NoLocks {
                         dir: dir_of(&self.path),
@@ -957,9 +1137,23 @@ impl Lease {
     /// Removes the lease file if it is still the one at its path (see [`linked`]); we hold
     /// the lock on it, so nobody else following the lockspace's rules removes or replaces
     /// it meanwhile.
+    ///
+    /// "Still the one at its path" is asked of the path too: the name must lead to the very
+    /// inode we locked (device and inode number), or the file there is someone else's (ours
+    /// was renamed away and another process created and locked a new one) and stays. What
+    /// is left is the instant between that look and the unlink; it is harmless because only
+    /// a process that may rename files in the lockspace can use it, and the lockspace
+    /// admits no writer but its owner (or, with the sticky bit, no renaming of another
+    /// user's files): see ARCHITECTURE.md, invariant 10.
     fn unlink_if_ours(&self) -> Result<Released, LeaseError> {
         if linked(self.file(), &self.path)?.is_none() {
             return Ok(Released::Kept);
+        }
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {}
+            Ok(_) => return Ok(Released::Kept),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Released::Kept),
+            Err(e) => return Err(io_err("stat", &self.path)(e)),
         }
         match std::fs::remove_file(&self.path) {
             Ok(()) => Ok(Released::Unlinked),

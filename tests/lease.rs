@@ -1125,3 +1125,218 @@ fn systemd_unit_verifies() {
         .collect();
     assert!(o.status.success() && ours.is_empty(), "{err}");
 }
+
+/// The lease file of image `disk`, as `lookup` names it.
+fn lease_of(env: &Env, disk: &str) -> PathBuf {
+    let o = ok(env.run("none.sock", &["lookup", "--json", disk]));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    PathBuf::from(v[0]["lease"].as_str().unwrap())
+}
+
+/// Write-locks byte `byte` of `path` in this (the test's) process, as another holder would;
+/// the lock lasts as long as the returned file.
+fn lock_byte(path: &Path, byte: i64) -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let fl = libc::flock {
+        l_type: i16::try_from(libc::F_WRLCK).unwrap(),
+        l_whence: i16::try_from(libc::SEEK_SET).unwrap(),
+        l_start: byte,
+        l_len: 1,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETLK(&fl)).unwrap();
+    file
+}
+
+#[test]
+fn a_release_never_removes_a_lease_file_it_does_not_hold() {
+    // Issue 15, 1: hold I as A; rename A's lease file away; a second process creates and
+    // locks a new file at the path; A's release must leave that file, or a third process
+    // would take I while the second still holds it.
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let lease = lease_of(&env, &disk);
+    let _d = env.daemon("a.sock");
+    let owner = Sleeper::new();
+    let pid = owner.pid();
+    ok(env.run("a.sock", &["acquire", "--owner", "A", "--pid", &pid, &disk]));
+    let moved = lease.with_extension("moved");
+    std::fs::rename(&lease, &moved).unwrap();
+    let mut second = env
+        .cmd("none.sock")
+        .args(["run", "--no-daemon", "--disk", &disk, "--", "sleep", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the second holder locks a new lease file", || {
+        let o = env.run("none.sock", &["inspect", "--json", &disk]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        let v = if v.is_array() { v[0].clone() } else { v };
+        v["lock"].is_object()
+    });
+    ok(env.run("a.sock", &["release", "--owner", "A"]));
+    assert!(
+        lease.exists(),
+        "A's release removed the second holder's lease file"
+    );
+    let third = env.run(
+        "none.sock",
+        &["run", "--no-daemon", "--disk", &disk, "--", "true"],
+    );
+    assert_eq!(
+        code(&third),
+        3,
+        "a third holder got the disk: {}",
+        stderr(&third)
+    );
+    let _ = second.kill();
+    let _ = second.wait();
+}
+
+#[test]
+fn a_hard_link_in_the_lockspace_is_never_written() {
+    // Issue 15, 2: a hard link planted at a lease path must not lead a holder record into
+    // the file it links to.
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let lease = lease_of(&env, &disk);
+    std::fs::create_dir_all(env.files_lockspace()).unwrap();
+    let victim = env.path("passwd-copy");
+    std::fs::write(&victim, "root:x:0:0\n").unwrap();
+    std::fs::hard_link(&victim, &lease).unwrap();
+    let o = env.run(
+        "none.sock",
+        &["run", "--no-daemon", "--disk", &disk, "--", "true"],
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_stderr_has(&o, "has 2 links");
+    let _d = env.daemon("a.sock");
+    let owner = Sleeper::new();
+    let pid = owner.pid();
+    let o = env.run("a.sock", &["acquire", "--owner", "A", "--pid", &pid, &disk]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_stderr_has(&o, "refusing to write to it");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:x:0:0\n");
+}
+
+#[test]
+fn a_lock_on_the_holder_record_stalls_nothing() {
+    // Issue 15, 4: another process sits on byte 1 of a shared lease file (the holder
+    // record's lock); a shared acquire, status and releases still answer at once.
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let lease = lease_of(&env, &disk);
+    std::fs::create_dir_all(env.files_lockspace()).unwrap();
+    std::fs::write(&lease, "").unwrap();
+    let file = lock_byte(&lease, 1);
+    let d = env.daemon("a.sock");
+    let owner = Sleeper::new();
+    let pid = owner.pid();
+    // Each call must finish within 5 s (it used to wait for byte 1 for as long as it was held).
+    let bounded = |args: &[&str]| -> Output {
+        let mut c = env
+            .cmd("a.sock")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while c.try_wait().unwrap().is_none() {
+            if t.elapsed() > Duration::from_secs(5) {
+                let _ = c.kill();
+                panic!("disklock {args:?} hung while byte 1 was locked");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.wait_with_output().unwrap()
+    };
+    ok(bounded(&[
+        "acquire", "--shared", "--owner", "A", "--pid", &pid, &disk,
+    ]));
+    ok(bounded(&["status"]));
+    ok(bounded(&["release", "--owner", "A"]));
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(log.contains("holder-not-updated"), "{log}");
+    drop(file);
+}
+
+#[test]
+fn holder_records_cannot_drive_the_terminal() {
+    // Issue 15, 7: a lease body is written by any host; what `inspect` and busy messages
+    // print of it has its control characters escaped.
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let lease = lease_of(&env, &disk);
+    std::fs::create_dir_all(env.files_lockspace()).unwrap();
+    let body = "{\"host\":\"h\\u001b]0;pwned\\u0007\",\"host_id\":\"x\",\"pid\":1,\"mode\":\"exclusive\",\
+                \"since\":1,\"version\":\"0\",\"disk\":\"/d\",\"owners\":[{\"name\":\"vm\\u001b[2J\",\"uuid\":\"u\",\"pid\":1}]}\n";
+    std::fs::write(&lease, body).unwrap();
+    let file = lock_byte(&lease, 0);
+    let o = ok(env.run("none.sock", &["inspect", &disk]));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+    assert!(
+        out.contains("vm\\u{1b}[2J") && out.contains("as the lease file says"),
+        "{out}"
+    );
+    let o = env.run(
+        "none.sock",
+        &["run", "--no-daemon", "--disk", &disk, "--", "true"],
+    );
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    assert!(
+        err.contains(&format!(
+            "the kernel's lock owner: pid {}",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    drop(file);
+}
+
+#[test]
+fn a_lockspace_others_can_write_is_refused() {
+    // Issue 15, 3: a world- or group-writable lockspace without the sticky bit lets any local
+    // user rename, plant or lock lease files.
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    std::fs::create_dir_all(env.files_lockspace()).unwrap();
+    let set = |mode: u32| {
+        std::fs::set_permissions(env.files_lockspace(), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+    };
+    for mode in [0o777, 0o770] {
+        set(mode);
+        let o = env.run(
+            "none.sock",
+            &["run", "--no-daemon", "--disk", &disk, "--", "true"],
+        );
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert_stderr_has(&o, "without the sticky bit");
+        assert_eq!(
+            env.lease_files(),
+            0,
+            "nothing created in an unsafe lockspace"
+        );
+    }
+    // Sticky (as /tmp): others may create but not rename or remove our files.
+    set(0o1777);
+    ok(env.run(
+        "none.sock",
+        &["run", "--no-daemon", "--disk", &disk, "--", "true"],
+    ));
+    set(0o700);
+    ok(env.run(
+        "none.sock",
+        &["run", "--no-daemon", "--disk", &disk, "--", "true"],
+    ));
+}
