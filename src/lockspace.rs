@@ -384,6 +384,13 @@ pub enum LeaseError {
         /// The directory.
         dir: PathBuf,
     },
+    /// The lockspace directory (or a directory above it) was replaced by a symbolic link
+    /// after it was first resolved; it is never followed.
+    #[error("lockspace {dir} is now reached through a symbolic link; refusing to follow it")]
+    DirSymlink {
+        /// The directory, as it was resolved.
+        dir: PathBuf,
+    },
     /// The lease file is a symbolic link (someone replaced it); it is never followed.
     #[error("lease file {path} is a symbolic link; refusing to follow it")]
     Symlink {
@@ -545,6 +552,8 @@ fn is_held_here(path: &Path) -> bool {
 /// leaves the file (as a crash would); [`Lease::release`] also removes the file when it may.
 #[derive(Debug)]
 pub struct Lease {
+    /// The lockspace it is in: the file is removed through this directory's fd.
+    space: Arc<Space>,
     file: Option<File>,
     path: Arc<Path>,
     dev: u64,
@@ -616,30 +625,147 @@ fn errno_err(op: &'static str, path: &Path, e: Errno) -> LeaseError {
     }
 }
 
-/// Lockspace directories already prepared, with their canonical paths: a daemon takes many
-/// leases in few lockspaces, and each check costs several syscalls.
+/// An open lockspace directory. Every operation on its lease files goes through this fd
+/// (`openat`, `fstatat`, `unlinkat`), so a lockspace renamed or swapped for a symbolic link
+/// after it was opened cannot redirect a lease elsewhere.
+#[derive(Debug)]
+pub struct Space {
+    /// Its canonical path, for messages and the held set.
+    dir: PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Space {
+    /// Opens the canonical directory `dir` refusing any symbolic link on the way (a
+    /// directory swapped for one since it was first resolved), and checks that it is a
+    /// directory nobody else can tamper with ([`trusted_dir`]).
+    fn open(dir: &Path) -> Result<Space, LeaseError> {
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let how = OpenHow::new()
+            .flags(flags)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let opened = match nix::fcntl::openat2(nix::fcntl::AT_FDCWD, dir, how) {
+            // Kernels before 5.6: the last component at least must not be a link.
+            Err(Errno::ENOSYS) => nix::fcntl::open(
+                dir,
+                flags | OFlag::O_NOFOLLOW,
+                nix::sys::stat::Mode::empty(),
+            ),
+            other => other,
+        };
+        let fd = opened.map_err(|e| match e {
+            Errno::ELOOP => LeaseError::DirSymlink { dir: dir.into() },
+            Errno::ENOTDIR => LeaseError::NotDir { dir: dir.into() },
+            e => LeaseError::CreateDir {
+                dir: dir.into(),
+                source: e.into(),
+            },
+        })?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| LeaseError::CreateDir {
+            dir: dir.into(),
+            source: e.into(),
+        })?;
+        trusted_dir(dir, st.st_mode, st.st_uid)?;
+        Ok(Space {
+            dir: dir.into(),
+            fd,
+        })
+    }
+
+    /// Whether the directory is still the one at its path, reached without a symbolic link:
+    /// `Ok(false)` when it was removed or another directory took its place (open it again),
+    /// [`LeaseError::DirSymlink`] when a link did. Every acquire asks, so that all
+    /// processes sharing the lockspace keep meeting in the same directory.
+    fn current(&self) -> Result<bool, LeaseError> {
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let now = match nix::fcntl::openat2(nix::fcntl::AT_FDCWD, &self.dir, how) {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP) => {
+                return Err(LeaseError::DirSymlink {
+                    dir: self.dir.clone(),
+                });
+            }
+            // No openat2 (kernel < 5.6): this check is skipped; the fd still pins the
+            // directory that was opened.
+            Err(Errno::ENOSYS) => return Ok(true),
+            Err(_) => return Ok(false),
+        };
+        let same = |a: nix::sys::stat::FileStat, b: nix::sys::stat::FileStat| {
+            a.st_dev == b.st_dev && a.st_ino == b.st_ino
+        };
+        match (nix::sys::stat::fstat(&now), nix::sys::stat::fstat(&self.fd)) {
+            (Ok(a), Ok(b)) => Ok(same(a, b)),
+            _ => Ok(false),
+        }
+    }
+
+    /// Metadata of the entry `name` (not following a link), `None` if there is none.
+    fn stat(&self, name: &Path) -> Result<Option<nix::sys::stat::FileStat>, Errno> {
+        match nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Lockspace directories already opened, by the path they were configured as: a daemon takes
+/// many leases in few lockspaces, and each check costs several syscalls.
 /// A list: there are a handful, and comparing bytes beats hashing a path.
-static PREPARED: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
+static PREPARED: Mutex<Vec<(PathBuf, Arc<Space>)>> = Mutex::new(Vec::new());
+
+/// The canonical path each configured lockspace resolved to the first time, kept for the
+/// process's life: a lockspace that vanished is opened again at the same place, never by
+/// following whatever the configured path points to by then.
+static RESOLVED: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
 
 /// The lease file's directory, for messages about the lockspace.
 fn dir_of(path: &Path) -> PathBuf {
     path.parent().unwrap_or(path).to_path_buf()
 }
 
-fn prepared(dir: &Path) -> Result<PathBuf, LeaseError> {
-    if let Some((_, c)) = PREPARED
+fn prepared(dir: &Path) -> Result<Arc<Space>, LeaseError> {
+    let cached = PREPARED
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .iter()
         .find(|(d, _)| d.as_os_str() == dir.as_os_str())
-    {
-        return Ok(c.clone());
+        .map(|(_, sp)| sp.clone());
+    if let Some(sp) = cached {
+        if sp.current()? {
+            return Ok(sp);
+        }
+        forget_prepared(dir);
     }
-    let canon = prepare_dir(dir)?;
+    let known = RESOLVED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|(d, _)| d.as_os_str() == dir.as_os_str())
+        .map(|(_, c)| c.clone());
+    let canon = match known {
+        Some(c) => {
+            create_dir(&c)?;
+            c
+        }
+        None => {
+            let c = prepare_dir(dir)?;
+            RESOLVED
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((dir.to_path_buf(), c.clone()));
+            c
+        }
+    };
+    let space = Arc::new(Space::open(&canon)?);
     let mut g = PREPARED.lock().unwrap_or_else(PoisonError::into_inner);
     g.retain(|(d, _)| d.as_os_str() != dir.as_os_str());
-    g.push((dir.to_path_buf(), canon.clone()));
-    Ok(canon)
+    g.push((dir.to_path_buf(), space.clone()));
+    Ok(space)
 }
 
 fn forget_prepared(dir: &Path) {
@@ -649,34 +775,42 @@ fn forget_prepared(dir: &Path) {
         .retain(|(d, _)| d.as_os_str() != dir.as_os_str());
 }
 
-/// Creates the lockspace directory (0700) if it is missing and returns its canonical path.
-pub fn prepare_dir(dir: &Path) -> Result<PathBuf, LeaseError> {
+/// Creates the lockspace directory (0700) if it is missing.
+fn create_dir(dir: &Path) -> Result<(), LeaseError> {
     match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(LeaseError::NotDir { dir: dir.into() }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if let Err(e) = DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-                return Err(match e.raw_os_error() {
-                    Some(libc::EROFS) => LeaseError::ReadOnly { dir: dir.into() },
-                    _ => LeaseError::CreateDir {
-                        dir: dir.into(),
-                        source: e,
-                    },
-                });
-            }
-        }
-        Err(e) => {
-            return Err(LeaseError::CreateDir {
-                dir: dir.into(),
-                source: e,
-            });
-        }
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(LeaseError::NotDir { dir: dir.into() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EROFS) => LeaseError::ReadOnly { dir: dir.into() },
+                _ => LeaseError::CreateDir {
+                    dir: dir.into(),
+                    source: e,
+                },
+            }),
+        Err(e) => Err(LeaseError::CreateDir {
+            dir: dir.into(),
+            source: e,
+        }),
     }
+}
+
+/// Creates the lockspace directory (0700) if it is missing and returns its canonical path,
+/// once it is known to be safe ([`trusted_dir`]).
+pub fn prepare_dir(dir: &Path) -> Result<PathBuf, LeaseError> {
+    create_dir(dir)?;
     let canon = std::fs::canonicalize(dir).map_err(|source| LeaseError::CreateDir {
         dir: dir.into(),
         source,
     })?;
-    trusted_dir(&canon)?;
+    let m = std::fs::symlink_metadata(&canon).map_err(|source| LeaseError::CreateDir {
+        dir: dir.into(),
+        source,
+    })?;
+    trusted_dir(&canon, m.mode(), m.uid())?;
     Ok(canon)
 }
 
@@ -684,12 +818,7 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, LeaseError> {
 /// or lock lease files): one writable by group or others without the sticky bit, or one
 /// owned by another uid. On NFS the owner and mode are the server's (root squash maps
 /// uids), so there it is a warning, not a refusal.
-fn trusted_dir(dir: &Path) -> Result<(), LeaseError> {
-    let m = std::fs::symlink_metadata(dir).map_err(|source| LeaseError::CreateDir {
-        dir: dir.into(),
-        source,
-    })?;
-    let mode = m.mode();
+fn trusted_dir(dir: &Path, mode: u32, uid: u32) -> Result<(), LeaseError> {
     let euid = nix::unistd::geteuid().as_raw();
     let why = if mode & 0o022 != 0 && mode & 0o1000 == 0 {
         Some(format!(
@@ -701,8 +830,8 @@ fn trusted_dir(dir: &Path) -> Result<(), LeaseError> {
             },
             mode & 0o7777
         ))
-    } else if m.uid() != euid {
-        Some(format!("it belongs to uid {}, not to uid {euid}", m.uid()))
+    } else if uid != euid {
+        Some(format!("it belongs to uid {uid}, not to uid {euid}"))
     } else {
         None
     };
@@ -751,17 +880,18 @@ fn acquire_with(
     defer: bool,
 ) -> Result<Acquired<Lease>, LeaseError> {
     let given = dir;
-    let dir = prepared(given)?;
+    let space = prepared(given)?;
     // The key has no '/', NUL, '.'/'..' and is at most NAME_MAX bytes (DiskKey's invariant),
     // so this names a file directly inside the lockspace.
-    let path: Arc<Path> = Arc::from(dir.join(key.as_str()));
+    let path: Arc<Path> = Arc::from(space.dir.join(key.as_str()));
     if !held_insert(&path) {
         return Err(LeaseError::HeldHere {
             path: path.to_path_buf(),
         });
     }
-    let mut result = acquire_at(&dir, &path, mode, holder, defer);
-    // The cached directory is gone (removed, or replaced by a symlink): check it again.
+    let mut result = acquire_at(&space, &path, mode, holder, defer);
+    // The opened directory is gone (removed): open it again at the same place (a symbolic
+    // link there now is refused).
     if let Err(LeaseError::Io {
         op: "open", source, ..
     }) = &result
@@ -769,14 +899,14 @@ fn acquire_with(
     {
         forget_prepared(given);
         held_remove(&path);
-        let dir = prepared(given)?;
-        let again: Arc<Path> = Arc::from(dir.join(key.as_str()));
+        let space = prepared(given)?;
+        let again: Arc<Path> = Arc::from(space.dir.join(key.as_str()));
         if !held_insert(&again) {
             return Err(LeaseError::HeldHere {
                 path: again.to_path_buf(),
             });
         }
-        result = acquire_at(&dir, &again, mode, holder, defer);
+        result = acquire_at(&space, &again, mode, holder, defer);
         if !matches!(result, Ok(Acquired::Held(_))) {
             held_remove(&again);
         }
@@ -789,7 +919,7 @@ fn acquire_with(
 }
 
 fn acquire_at(
-    dir: &Path,
+    space: &Arc<Space>,
     shared: &Arc<Path>,
     mode: Mode,
     holder: &HolderRef<'_>,
@@ -797,7 +927,7 @@ fn acquire_at(
 ) -> Result<Acquired<Lease>, LeaseError> {
     let path: &Path = shared;
     for _ in 0..MAX_ATTEMPTS {
-        let file = open_lease(dir, path)?;
+        let file = open_lease(space, path, true)?;
         match set_lease_lock(&file, mode.lock_type()) {
             Ok(()) => {}
             Err(Errno::EAGAIN | Errno::EACCES) => {
@@ -807,7 +937,11 @@ fn acquire_at(
                 }
                 return Ok(Acquired::Busy(busy(&file, path)));
             }
-            Err(Errno::ENOLCK) => return Err(LeaseError::NoLocks { dir: dir.into() }),
+            Err(Errno::ENOLCK) => {
+                return Err(LeaseError::NoLocks {
+                    dir: space.dir.clone(),
+                });
+            }
             Err(e) => return Err(errno_err("lock", path, e)),
         }
         // Is the inode we locked still the one at the path? Its last holder may have
@@ -821,8 +955,9 @@ fn acquire_at(
             return Err(LeaseError::NotRegular { path: path.into() });
         }
         // Before anything is written: the file must be a lease file and nothing else.
-        trusted_file(&meta, path)?;
+        trusted_file(&meta, &file, path)?;
         let mut lease = Lease {
+            space: space.clone(),
             file: Some(file),
             path: shared.clone(),
             dev: meta.dev(),
@@ -882,7 +1017,7 @@ fn linked(file: &File, path: &Path) -> Result<Option<std::fs::Metadata>, LeaseEr
 /// hard link planted in the lockspace: its body is another file's content), or, on a local
 /// file system, one owned by another uid (planted by another user). On NFS the owner is the
 /// server's to map (root squash, other hosts' daemons), so only the link count counts.
-fn trusted_file(meta: &std::fs::Metadata, path: &Path) -> Result<(), LeaseError> {
+fn trusted_file(meta: &std::fs::Metadata, file: &File, path: &Path) -> Result<(), LeaseError> {
     if meta.nlink() != 1 {
         return Err(LeaseError::Linked {
             path: path.into(),
@@ -890,7 +1025,9 @@ fn trusted_file(meta: &std::fs::Metadata, path: &Path) -> Result<(), LeaseError>
         });
     }
     let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid && !on_nfs(path) {
+    let nfs = nix::sys::statfs::fstatfs(file)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NFS_SUPER_MAGIC);
+    if meta.uid() != euid && !nfs {
         return Err(LeaseError::ForeignOwner {
             path: path.into(),
             uid: meta.uid(),
@@ -900,25 +1037,34 @@ fn trusted_file(meta: &std::fs::Metadata, path: &Path) -> Result<(), LeaseError>
     Ok(())
 }
 
-fn open_lease(dir: &Path, path: &Path) -> Result<File, LeaseError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        // O_CLOEXEC is std's default. O_NONBLOCK: a FIFO planted at the path must not hang us.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => LeaseError::Symlink { path: path.into() },
-            Some(libc::EROFS) => LeaseError::ReadOnly { dir: dir.into() },
-            Some(libc::EISDIR | libc::ENXIO) => LeaseError::NotRegular { path: path.into() },
-            _ => LeaseError::Io {
-                op: "open",
-                path: path.into(),
-                source: e,
-            },
-        })
+/// Opens the lease file `path` (its name in `space`), creating it (0600) when `create`.
+/// Never follows a symbolic link; O_NONBLOCK: a FIFO planted there must not hang us.
+fn open_lease(space: &Space, path: &Path, create: bool) -> Result<File, LeaseError> {
+    use nix::fcntl::OFlag;
+    let mut flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    if create {
+        flags |= OFlag::O_CREAT;
+    }
+    let name = Path::new(path.file_name().unwrap_or_default());
+    nix::fcntl::openat(
+        &space.fd,
+        name,
+        flags,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .map(File::from)
+    .map_err(|e| match e {
+        Errno::ELOOP => LeaseError::Symlink { path: path.into() },
+        Errno::EROFS => LeaseError::ReadOnly {
+            dir: space.dir.clone(),
+        },
+        Errno::EISDIR | Errno::ENXIO => LeaseError::NotRegular { path: path.into() },
+        e => LeaseError::Io {
+            op: "open",
+            path: path.into(),
+            source: e.into(),
+        },
+    })
 }
 
 /// What the lease file and the kernel say about a lease we could not take.
@@ -1149,16 +1295,20 @@ impl Lease {
         if linked(self.file(), &self.path)?.is_none() {
             return Ok(Released::Kept);
         }
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {}
+        let name = Path::new(self.path.file_name().unwrap_or_default());
+        match self.space.stat(name) {
+            Ok(Some(st)) if st.st_dev == self.dev && st.st_ino == self.ino => {}
             Ok(_) => return Ok(Released::Kept),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Released::Kept),
-            Err(e) => return Err(io_err("stat", &self.path)(e)),
+            Err(e) => return Err(errno_err("stat", &self.path, e)),
         }
-        match std::fs::remove_file(&self.path) {
+        match nix::unistd::unlinkat(
+            &self.space.fd,
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
             Ok(()) => Ok(Released::Unlinked),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Released::Kept),
-            Err(e) => Err(io_err("remove", &self.path)(e)),
+            Err(Errno::ENOENT) => Ok(Released::Kept),
+            Err(e) => Err(errno_err("remove", &self.path, e)),
         }
     }
 }
@@ -1216,23 +1366,30 @@ pub fn release_after_exit(held: &HeldElsewhere) -> Result<Released, LeaseError> 
 
 fn release_after_exit_at(held: &HeldElsewhere, shared: &Arc<Path>) -> Result<Released, LeaseError> {
     let path = &held.path;
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
+    // The lockspace as the holder opened it (a canonical path): no link on the way.
+    let space = match Space::open(&dir_of(path)) {
+        Ok(s) => Arc::new(s),
+        Err(LeaseError::DirSymlink { .. }) => return Ok(Released::Kept),
+        Err(LeaseError::CreateDir { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(Released::Kept);
+        }
+        Err(e) => return Err(e),
+    };
+    let file = match open_lease(&space, path, false) {
         Ok(f) => f,
         // Gone (someone took it over and released it) or replaced by a symlink: not ours.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Released::Kept),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Released::Kept),
-        Err(e) => return Err(io_err("open", path)(e)),
+        Err(LeaseError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(Released::Kept);
+        }
+        Err(LeaseError::Symlink { .. }) => return Ok(Released::Kept),
+        Err(e) => return Err(e),
     };
     let meta = file.metadata().map_err(io_err("stat", path))?;
     if meta.dev() != held.dev || meta.ino() != held.ino {
         return Ok(Released::Kept);
     }
     let lease = Lease {
+        space,
         file: Some(file),
         path: shared.clone(),
         dev: held.dev,
@@ -1603,6 +1760,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, LeaseError::CreateDir { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_lockspace_swapped_at_run_time_is_never_followed() {
+        // Issue 15, 3: the lockspace is renamed away and a symbolic link put in its place:
+        // no lease is created through it, nor in the renamed directory.
+        let tmp = tempfile::tempdir().unwrap();
+        let ls = tmp.path().join("ls");
+        let h = holder(std::process::id(), Mode::Exclusive);
+        held(&ls, "k1", Mode::Exclusive, &h).release().unwrap();
+        std::fs::rename(&ls, tmp.path().join("ls.moved")).unwrap();
+        std::fs::create_dir(tmp.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("elsewhere"), &ls).unwrap();
+        let e = acquire(&ls, &key("k2"), Mode::Exclusive, &h).unwrap_err();
+        assert!(matches!(e, LeaseError::DirSymlink { .. }), "{e:?}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let entries = |d: &str| std::fs::read_dir(tmp.path().join(d)).unwrap().count();
+        assert_eq!((entries("elsewhere"), entries("ls.moved")), (0, 0));
+        // A plain directory put back in its place is the lockspace again.
+        std::fs::remove_file(&ls).unwrap();
+        std::fs::create_dir(&ls).unwrap();
+        let lease = held(&ls, "k3", Mode::Exclusive, &h);
+        assert!(ls.join("k3").exists() && lease.path() == ls.join("k3"));
+        assert_eq!(entries("ls.moved"), 0);
     }
 
     #[test]
