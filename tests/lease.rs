@@ -1340,3 +1340,74 @@ fn a_lockspace_others_can_write_is_refused() {
         &["run", "--no-daemon", "--disk", &disk, "--", "true"],
     ));
 }
+
+/// Unmounts on drop (lazily, so a failed test cannot leave it busy).
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_lockspace_follows_one_rule() {
+    // Issue 15, 6: with no room for a holder record, every way of taking a lease behaves
+    // alike: the lease is held (the lock is what excludes), the record is missing, and
+    // `inspect` says what the kernel knows instead of blaming another tool.
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test mounts a full tmpfs as the lockspace: run it as root"
+    );
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let other = env.disk("other.img");
+    let ls = env.files_lockspace();
+    std::fs::create_dir_all(&ls).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8k,mode=0700", "tmpfs"])
+        .arg(&ls)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs on {}", ls.display());
+    let _m = Mounted(ls.clone());
+    // Fill it: writes fail with ENOSPC from here on.
+    let mut fill = std::fs::File::create(ls.join("filler")).unwrap();
+    let block = [0u8; 4096];
+    while fill.write_all(&block).is_ok() {}
+    let e = fill.write_all(&block).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+
+    // Daemonless run: the command runs holding the lease; inspect names the kernel's owner.
+    let mut run = env
+        .cmd("none.sock")
+        .args(["run", "--no-daemon", "--disk", &disk, "--", "sleep", "30"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("run holds the lease", || {
+        code(&env.run("none.sock", &["run", "--no-daemon", "--disk", &disk, "--", "true"])) == 3
+    });
+    let o = ok(env.run("none.sock", &["inspect", &disk]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("none recorded in the lease file; the kernel's lock owner is pid"),
+        "{out}"
+    );
+    let _ = run.kill();
+    let _ = run.wait();
+
+    // The daemon: exclusive and shared acquires both succeed without a record.
+    let d = env.daemon("a.sock");
+    let owner = Sleeper::new();
+    ok(env.run("a.sock", &["acquire", "--owner", "x", "--pid", &owner.pid(), &disk]));
+    ok(env.run(
+        "a.sock",
+        &["acquire", "--shared", "--owner", "s", "--pid", &owner.pid(), &other],
+    ));
+    let busy = env.run("none.sock", &["run", "--no-daemon", "--disk", &other, "--", "true"]);
+    assert_eq!(code(&busy), 3, "the shared lease excludes a writer: {}", stderr(&busy));
+    ok(env.run("a.sock", &["release", "--owner", "x"]));
+    ok(env.run("a.sock", &["release", "--owner", "s"]));
+    drop(d);
+}
