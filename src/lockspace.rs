@@ -633,6 +633,8 @@ pub struct Space {
     /// Its canonical path, for messages and the held set.
     dir: PathBuf,
     fd: std::os::fd::OwnedFd,
+    /// Device and inode of the opened directory.
+    id: (u64, u64),
 }
 
 impl Space {
@@ -670,6 +672,7 @@ impl Space {
         Ok(Space {
             dir: dir.into(),
             fd,
+            id: (st.st_dev, st.st_ino),
         })
     }
 
@@ -694,13 +697,7 @@ impl Space {
             Err(Errno::ENOSYS) => return Ok(true),
             Err(_) => return Ok(false),
         };
-        let same = |a: nix::sys::stat::FileStat, b: nix::sys::stat::FileStat| {
-            a.st_dev == b.st_dev && a.st_ino == b.st_ino
-        };
-        match (nix::sys::stat::fstat(&now), nix::sys::stat::fstat(&self.fd)) {
-            (Ok(a), Ok(b)) => Ok(same(a, b)),
-            _ => Ok(false),
-        }
+        Ok(nix::sys::stat::fstat(&now).is_ok_and(|st| (st.st_dev, st.st_ino) == self.id))
     }
 
     /// Metadata of the entry `name` (not following a link), `None` if there is none.
@@ -1025,9 +1022,11 @@ fn trusted_file(meta: &std::fs::Metadata, file: &File, path: &Path) -> Result<()
         });
     }
     let euid = nix::unistd::geteuid().as_raw();
-    let nfs = nix::sys::statfs::fstatfs(file)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NFS_SUPER_MAGIC);
-    if meta.uid() != euid && !nfs {
+    let nfs = || {
+        nix::sys::statfs::fstatfs(file)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NFS_SUPER_MAGIC)
+    };
+    if meta.uid() != euid && !nfs() {
         return Err(LeaseError::ForeignOwner {
             path: path.into(),
             uid: meta.uid(),

@@ -1386,7 +1386,10 @@ fn a_full_lockspace_follows_one_rule() {
         .spawn()
         .unwrap();
     wait_until("run holds the lease", || {
-        code(&env.run("none.sock", &["run", "--no-daemon", "--disk", &disk, "--", "true"])) == 3
+        code(&env.run(
+            "none.sock",
+            &["run", "--no-daemon", "--disk", &disk, "--", "true"],
+        )) == 3
     });
     let o = ok(env.run("none.sock", &["inspect", &disk]));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -1400,13 +1403,32 @@ fn a_full_lockspace_follows_one_rule() {
     // The daemon: exclusive and shared acquires both succeed without a record.
     let d = env.daemon("a.sock");
     let owner = Sleeper::new();
-    ok(env.run("a.sock", &["acquire", "--owner", "x", "--pid", &owner.pid(), &disk]));
     ok(env.run(
         "a.sock",
-        &["acquire", "--shared", "--owner", "s", "--pid", &owner.pid(), &other],
+        &["acquire", "--owner", "x", "--pid", &owner.pid(), &disk],
     ));
-    let busy = env.run("none.sock", &["run", "--no-daemon", "--disk", &other, "--", "true"]);
-    assert_eq!(code(&busy), 3, "the shared lease excludes a writer: {}", stderr(&busy));
+    ok(env.run(
+        "a.sock",
+        &[
+            "acquire",
+            "--shared",
+            "--owner",
+            "s",
+            "--pid",
+            &owner.pid(),
+            &other,
+        ],
+    ));
+    let busy = env.run(
+        "none.sock",
+        &["run", "--no-daemon", "--disk", &other, "--", "true"],
+    );
+    assert_eq!(
+        code(&busy),
+        3,
+        "the shared lease excludes a writer: {}",
+        stderr(&busy)
+    );
     ok(env.run("a.sock", &["release", "--owner", "x"]));
     ok(env.run("a.sock", &["release", "--owner", "s"]));
     drop(d);
