@@ -34,8 +34,17 @@ const KEY_B: u64 = host_id_key(2);
 const WE_RO: u8 = 5;
 /// Where the release build of disklock goes in the guests, for the benchmark.
 const BENCH_BIN: &str = "/usr/local/bin/disklock-release";
-/// The daemon's `pr_check_interval` in these rigs.
-const CHECK_SECS: u32 = 2;
+/// The daemon's `pr_check_interval` in the tgt rig (1 s); the LIO rig runs with the
+/// default (10 s, the key left out), so the fencing scenario runs with both.
+const CHECK_SECS: u32 = 1;
+const DEFAULT_CHECK_SECS: u32 = 10;
+
+fn check_secs(kind: TargetKind) -> u32 {
+    match kind {
+        TargetKind::Tgt => CHECK_SECS,
+        TargetKind::Lio => DEFAULT_CHECK_SECS,
+    }
+}
 
 fn dd_write(dev: &str, sector: u32) -> String {
     format!(
@@ -487,7 +496,7 @@ const KEY_C: u64 = 0xcccc_0000_0000_0003;
 /// none of the writer's writes after the takeover is acknowledged, A's own writes fail,
 /// and A's daemon reports the lease lost. Then a third host's stale registration: an
 /// exclusive acquire refuses it (exit 3, naming the key) and `--preempt` removes it.
-fn fenced_stays_fenced(a: &Host, da: &str, b: &Host, db: &str) -> Result<()> {
+fn fenced_stays_fenced(check: u32, a: &Host, da: &str, b: &Host, db: &str) -> Result<()> {
     let (pa, pb) = (common::dev_path(da), common::dev_path(db));
     let owner_a = acquire_ok(a, da)?;
     // The writer: one 512-byte O_DIRECT write every 20 ms; an acknowledged one is logged
@@ -527,7 +536,7 @@ fn fenced_stays_fenced(a: &Host, da: &str, b: &Host, db: &str) -> Result<()> {
     // Three check intervals and a little more: A's key never reappears.
     let t = Instant::now();
     let mut polls = 0;
-    while t.elapsed() < Duration::from_secs(u64::from(CHECK_SECS) * 3 + 1) {
+    while t.elapsed() < Duration::from_secs(u64::from(check) * 3 + 1) {
         let (k, r) = sg_state(b, db)?;
         assert_eq!(
             k.count(KEY_A),
@@ -597,7 +606,7 @@ fn fenced_stays_fenced(a: &Host, da: &str, b: &Host, db: &str) -> Result<()> {
     ));
     assert!(empty.generation > 0, "{empty:?}");
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(u64::from(CHECK_SECS) * 3 + 1) {
+    while t.elapsed() < Duration::from_secs(u64::from(check) * 3 + 1) {
         let (k, r) = sg_state(b, db)?;
         assert!(
             k.keys.is_empty() && r.holder.is_none(),
@@ -960,7 +969,16 @@ fn pr_rig(kind: TargetKind) -> Result<Rig> {
     let rig = builder.start()?;
     for (i, h) in rig.hosts().iter().enumerate() {
         let id = u16::try_from(i + 1).expect("host id");
-        h.write_file(DISKLOCK_CONF, pr_config(id, CHECK_SECS).as_bytes())?;
+        let mut conf = pr_config(id, check_secs(kind));
+        if kind == TargetKind::Lio {
+            // The default interval: the key left out.
+            conf = conf
+                .lines()
+                .filter(|l| !l.starts_with("pr_check_interval"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
+        h.write_file(DISKLOCK_CONF, conf.as_bytes())?;
         start_daemon(h)?;
     }
     Ok(rig)
@@ -981,7 +999,7 @@ fn pr_on_tgt() -> Result<()> {
     })?;
     timed("scenario run and fence", || run_and_fence(a, &da, b, &db))?;
     timed("scenario fenced stays fenced", || {
-        fenced_stays_fenced(a, &da, b, &db)
+        fenced_stays_fenced(CHECK_SECS, a, &da, b, &db)
     })?;
     let (id, map) = multipath_map(a)?;
     bench(a, &map)?;
@@ -1007,7 +1025,7 @@ fn pr_on_lio() -> Result<()> {
     timed("scenario daemon", || daemon_path(a, &da, b, &db))?;
     timed("scenario run and fence", || run_and_fence(a, &da, b, &db))?;
     timed("scenario fenced stays fenced", || {
-        fenced_stays_fenced(a, &da, b, &db)
+        fenced_stays_fenced(DEFAULT_CHECK_SECS, a, &da, b, &db)
     })?;
     timed("scenario takeover", || {
         takeover(TargetKind::Lio, a, &da, b, &db)
