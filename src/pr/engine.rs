@@ -850,31 +850,23 @@ pub fn add_path<D: PersistentReservations + Sync>(
     ours: ReservationKey,
     kind: PrType,
 ) -> Result<bool, PrError> {
-    let ours_now = |r: &Reservation, keys: Option<&[ReservationKey]>| match &r.holder {
-        Some(h) if h.kind.all_registrants() => {
-            h.kind == kind && keys.is_some_and(|k| k.contains(&ours))
-        }
-        Some(h) => h.key == ours,
-        None => false,
+    // Whether the reservation includes us: the holder's key, or for an all-registrants
+    // reservation of our type, our key among the registrants.
+    let ours_now = || -> Result<bool, PrError> {
+        let r = lead.dev.read_reservation().map_err(on(lead))?;
+        Ok(match &r.holder {
+            Some(h) if h.kind.all_registrants() => {
+                h.kind == kind && lead.dev.read_keys().map_err(on(lead))?.keys.contains(&ours)
+            }
+            Some(h) => h.key == ours,
+            None => false,
+        })
     };
-    let keys = |p: &Path<D>| p.dev.read_keys().map(|k| k.keys).map_err(on(p));
-    let r = lead.dev.read_reservation().map_err(on(lead))?;
-    let before = if kind.all_registrants() {
-        Some(keys(lead)?)
-    } else {
-        None
-    };
-    if !ours_now(&r, before.as_deref()) {
+    if !ours_now()? {
         return Ok(false);
     }
     register_all(std::slice::from_ref(path), ours)?;
-    let r = lead.dev.read_reservation().map_err(on(lead))?;
-    let after = if kind.all_registrants() {
-        Some(keys(lead)?)
-    } else {
-        None
-    };
-    if !ours_now(&r, after.as_deref()) {
+    if !ours_now()? {
         let _ = unregister_all(std::slice::from_ref(path));
         return Ok(false);
     }
