@@ -1,28 +1,15 @@
 //! `disklock`: the command-line tool and the lease daemon.
 //!
-//! This binary wires the libraries together: it parses arguments, loads the configuration,
-//! sets up logging, runs one command and turns its outcome into an exit code (see [`exit`]).
-//! Resolution lives in `disklock-naming`, configuration in `disklock-conf`. The binary owns
-//! what no library may: the lockspace files ([`lockspace`]), the daemon and its socket
-//! ([`daemon`]), and the client ([`client`]).
+//! This binary only parses arguments, loads the configuration, sets up logging, runs one
+//! command of the `disklock` library and turns its outcome into an exit code
+//! (`disklock::exit`).
 
 #![forbid(unsafe_code)]
 
-mod acquire;
-mod cli;
-mod client;
-mod config_cmd;
-mod daemon;
-mod exit;
-mod inspect;
-mod lockspace;
-mod lookup;
-mod pr;
-mod pr_bench;
-mod pr_cmd;
-mod run;
-mod settings;
-mod status;
+use disklock::{
+    acquire, cli, config_cmd, daemon, exit, inspect, lookup, pr_bench, pr_cmd, run, settings,
+    status,
+};
 
 use std::process::ExitCode;
 

@@ -1133,6 +1133,17 @@ fn lease_of(env: &Env, disk: &str) -> PathBuf {
     PathBuf::from(v[0]["lease"].as_str().unwrap())
 }
 
+/// Waits until `inspect` sees the lease of `disk` locked (by another process), without
+/// taking it (a probing acquire could win the race against the holder being waited for).
+fn wait_locked(env: &Env, disk: &str) {
+    wait_until("the lease is locked", || {
+        let o = env.run("none.sock", &["inspect", "--json", disk]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        let v = if v.is_array() { v[0].clone() } else { v };
+        v["lock"].is_object()
+    });
+}
+
 /// Write-locks byte `byte` of `path` in this (the test's) process, as another holder would;
 /// the lock lasts as long as the returned file.
 fn lock_byte(path: &Path, byte: i64) -> std::fs::File {
@@ -1173,12 +1184,7 @@ fn a_release_never_removes_a_lease_file_it_does_not_hold() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until("the second holder locks a new lease file", || {
-        let o = env.run("none.sock", &["inspect", "--json", &disk]);
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-        let v = if v.is_array() { v[0].clone() } else { v };
-        v["lock"].is_object()
-    });
+    wait_locked(&env, &disk);
     ok(env.run("a.sock", &["release", "--owner", "A"]));
     assert!(
         lease.exists(),
@@ -1385,12 +1391,7 @@ fn a_full_lockspace_follows_one_rule() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("run holds the lease", || {
-        code(&env.run(
-            "none.sock",
-            &["run", "--no-daemon", "--disk", &disk, "--", "true"],
-        )) == 3
-    });
+    wait_locked(&env, &disk);
     let o = ok(env.run("none.sock", &["inspect", &disk]));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(

@@ -579,7 +579,6 @@ impl<B: Backend> Table<B> {
     }
 
     /// Whether no lease is held.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.leases.is_empty()
     }
