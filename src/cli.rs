@@ -136,11 +136,6 @@ pub enum Command {
     /// it has exited (see `run.rs`).
     #[command(name = "__release-after-exit", hide = true)]
     ReleaseAfterExit(ReleaseAfterExitArgs),
-
-    /// Internal: times disklock's persistent-reservation commands on a disk's paths against
-    /// raw SG_IO and sg_persist (the rig's benchmark; see `pr_bench.rs`).
-    #[command(name = "__pr-bench", hide = true)]
-    PrBench(crate::pr_bench::PrBenchArgs),
 }
 
 #[derive(Debug, Args)]

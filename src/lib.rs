@@ -19,7 +19,6 @@ pub mod inspect;
 pub mod lockspace;
 pub mod lookup;
 pub mod pr;
-pub mod pr_bench;
 pub mod pr_cmd;
 pub mod run;
 pub mod settings;

@@ -7,8 +7,7 @@
 #![forbid(unsafe_code)]
 
 use disklock::{
-    acquire, cli, config_cmd, daemon, exit, inspect, lookup, pr_bench, pr_cmd, run, settings,
-    status,
+    acquire, cli, config_cmd, daemon, exit, inspect, lookup, pr_cmd, run, settings, status,
 };
 
 use std::process::ExitCode;
@@ -37,7 +36,6 @@ fn main() -> ExitCode {
             cli::Command::Run(r) => run::run(&settings, r),
             cli::Command::Pr(p) => pr_cmd::run(&settings, p).map(ExitCode::from),
             cli::Command::Fence(f) => pr_cmd::fence(&settings, f).map(ExitCode::from),
-            cli::Command::PrBench(b) => pr_bench::run(&settings, b).map(ExitCode::from),
             cli::Command::ReleaseAfterExit(r) => Ok(run::release_after_exit(r)),
         },
         Err(e) => Err(e),

@@ -22,6 +22,21 @@ pub struct Settings {
 
 impl Settings {
     pub fn load(args: &Cli) -> anyhow::Result<Settings> {
+        Settings::load_from(
+            args.config.as_deref(),
+            args.sysroot.as_deref(),
+            args.socket.clone(),
+        )
+    }
+
+    /// [`Settings::load`] for programs without the CLI's arguments (the rig's benchmark): a
+    /// configuration file (default: the usual search), a sysfs/dev root (default: this
+    /// host) and a socket (default: this user's).
+    pub fn load_from(
+        config_file: Option<&std::path::Path>,
+        sysroot: Option<&std::path::Path>,
+        socket: Option<PathBuf>,
+    ) -> anyhow::Result<Settings> {
         let ctx = Context {
             uid: nix::unistd::geteuid().as_raw(),
             home: env_path("HOME"),
@@ -32,14 +47,13 @@ impl Settings {
             config,
             warnings,
             files_read,
-        } = disklock_conf::load(args.config.as_deref(), &ctx)
-            .context("cannot load the configuration")?;
+        } = disklock_conf::load(config_file, &ctx).context("cannot load the configuration")?;
         for w in &warnings {
             eprintln!("disklock: warning: {w}");
         }
         tracing::debug!(files = ?files_read, "configuration loaded");
         let order: Vec<Source> = config.key_sources.iter().map(|&k| source_of(k)).collect();
-        let root = match &args.sysroot {
+        let root = match sysroot {
             Some(dir) => {
                 if !dir.is_dir() {
                     anyhow::bail!("--sysroot {}: not a directory", dir.display());
@@ -49,10 +63,8 @@ impl Settings {
             None => SysRoot::host(),
         };
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        let socket = args
-            .socket
-            .clone()
-            .or_else(|| crate::daemon::default_socket(ctx.uid, env_path("XDG_RUNTIME_DIR")));
+        let socket =
+            socket.or_else(|| crate::daemon::default_socket(ctx.uid, env_path("XDG_RUNTIME_DIR")));
         Ok(Settings {
             resolver: Resolver::new(root, &order),
             config,

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use disklock_naming::DevNo;
-use disklock_naming::faketree::{TreeBuilder, captured};
 use disklock_naming::key::{md5_hex, sha256_hex};
+use disklock_testkit::faketree::{TreeBuilder, captured};
 use serde_json::Value;
 
 const WWID: &str = captured::TGT_LUN1_WWID;

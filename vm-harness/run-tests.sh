@@ -45,9 +45,10 @@ if [ "${VM_SKIP_DEPS:-0}" != 1 ]; then
 fi
 phase "build disklock" cargo build --bin disklock
 export DISKLOCK_BIN="$ROOT/target/debug/disklock"
-# The persistent-reservation benchmark measures the build users run.
-phase "build release disklock" cargo build --release --bin disklock
-export DISKLOCK_RELEASE_BIN="$ROOT/target/release/disklock"
+# The persistent-reservation benchmark (a test program, not part of disklock) measures the
+# release build of the library users run.
+phase "build pr benchmark" cargo build --release -p disklock-vm-harness --bin disklock-pr-bench
+export DISKLOCK_PR_BENCH_BIN="$ROOT/target/release/disklock-pr-bench"
 # The resolver benchmark also runs inside a guest, on real devices.
 bench_bin() {
   DISKLOCK_BENCH_BIN=$(cargo bench -q -p disklock-naming --bench resolve --no-run --message-format=json \

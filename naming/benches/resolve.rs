@@ -17,8 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use disklock_naming::enumerate::sysfs_block_devices;
-use disklock_naming::faketree::TreeBuilder;
 use disklock_naming::{DevNo, Resolver, Source, SysRoot};
+use disklock_testkit::faketree::TreeBuilder;
 
 fn main() {
     let n: u32 = std::env::var("DISKLOCK_BENCH_N")

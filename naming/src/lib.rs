@@ -31,7 +31,6 @@
 
 pub mod compat;
 pub mod enumerate;
-pub mod faketree;
 pub mod key;
 pub mod resolve;
 pub mod sysroot;

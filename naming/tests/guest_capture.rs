@@ -13,9 +13,9 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use disklock_naming::enumerate::sysfs_block_devices;
-use disklock_naming::faketree::{Oracle, TreeBuilder};
 use disklock_naming::key::sha256_hex;
 use disklock_naming::{Resolver, Source, SysRoot};
+use disklock_testkit::faketree::{Oracle, TreeBuilder};
 
 const CAPTURE: &str = include_str!("fixtures/guest-capture.txt");
 

@@ -9,11 +9,11 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use disklock_naming::faketree::{TreeBuilder, captured};
 use disklock_naming::key::sha256_hex;
 use disklock_naming::resolve::VpdFallback;
 use disklock_naming::sysroot::WalkError;
 use disklock_naming::{DevNo, PathKind, ResolveError, Resolver, Source, SysRoot};
+use disklock_testkit::faketree::{TreeBuilder, captured};
 
 const WWID: &str = captured::TGT_LUN1_WWID;
 const LV_DM_UUID: &str = captured::LV_DM_UUID;

@@ -873,8 +873,5 @@ pub fn add_path<D: PersistentReservations + Sync>(
     Ok(true)
 }
 
-/// The simulated logical unit: the engine's tests and `disklock __pr-bench --simulate-paths`.
-pub mod sim;
-
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@
 //!
 //! and on tgt also: 4. the daemon re-reserves after a target restart wiped the PR state;
 //! 5. a two-path multipath map: both paths registered, a path dropped and restored is
-//! registered again by the daemon; and the latency benchmark `disklock __pr-bench`.
+//! registered again by the daemon; and the latency benchmark `disklock-pr-bench`.
 //!
 //! One rig per target kind; the scenarios run in sequence, the takeover last (it powers
 //! host A off).
@@ -32,8 +32,9 @@ const KEY_A: u64 = host_id_key(1);
 const KEY_B: u64 = host_id_key(2);
 /// Write Exclusive, Registrants Only: disklock's default `pr_type`.
 const WE_RO: u8 = 5;
-/// Where the release build of disklock goes in the guests, for the benchmark.
-const BENCH_BIN: &str = "/usr/local/bin/disklock-release";
+/// Where the benchmark program (`src/bin/disklock-pr-bench.rs`, release build) goes in the
+/// guests.
+const BENCH_BIN: &str = "/usr/local/bin/disklock-pr-bench";
 /// The daemon's `pr_check_interval` in the tgt rig (1 s); the LIO rig runs with the
 /// default (10 s, the key left out), so the fencing scenario runs with both.
 const CHECK_SECS: u32 = 1;
@@ -882,11 +883,11 @@ fn bench(h: &Host, dev: &str) -> Result<()> {
     let before = sg_keys(h, dev)?;
     let out = timed("step pr-bench", || {
         h.run_ok(&format!(
-            "b={BENCH_BIN}; [ -x $b ] || b=disklock; $b __pr-bench --json --iterations 200 --spawns 20 {dev}"
+            "{BENCH_BIN} --json --iterations 200 --spawns 20 {dev}"
         ))
     })?;
     let v: serde_json::Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("__pr-bench: {e}: {out}"));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("disklock-pr-bench: {e}: {out}"));
     let paths = v["paths"].as_array().map_or(0, Vec::len);
     note(format!(
         "MEASURED: pr-bench ran the {} build of disklock",
@@ -957,9 +958,10 @@ fn pr_rig(kind: TargetKind) -> Result<Rig> {
         .target_kind(kind)
         .hosts(2)
         .disklock(common::disklock_bin());
-    // The benchmark runs the release build when run-tests.sh provides one.
-    if let Some(release) = std::env::var_os("DISKLOCK_RELEASE_BIN").filter(|v| !v.is_empty()) {
-        builder = builder.program(release, BENCH_BIN);
+    // The benchmark program, built by run-tests.sh.
+    match std::env::var_os("DISKLOCK_PR_BENCH_BIN").filter(|v| !v.is_empty()) {
+        Some(bench) => builder = builder.program(bench, BENCH_BIN),
+        None => panic!("DISKLOCK_PR_BENCH_BIN is not set: run through vm-harness/run-tests.sh"),
     }
     builder = match kind {
         // LUN 1: one path (scenarios 1-4); LUN 2: two paths (multipath, benchmark).

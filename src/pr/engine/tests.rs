@@ -5,8 +5,8 @@ use std::sync::Arc;
 use disklock_scsi::pr::{PrType, ReservationKey};
 use proptest::prelude::*;
 
-use super::sim::{Lu, SimPath};
 use super::*;
+use disklock_testkit::sim::{Lu, SimPath};
 
 const WERO: PrType = PrType::WriteExclusiveRegistrantsOnly;
 const WEAR: PrType = PrType::WriteExclusiveAllRegistrants;

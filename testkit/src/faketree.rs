@@ -1,6 +1,6 @@
 //! Fake sysfs, udev and `/dev` trees for tests and benchmarks.
 //!
-//! Two ways to build one under a directory that then serves as a [`crate::SysRoot`]:
+//! Two ways to build one under a directory that then serves as a [`disklock_naming::SysRoot`]:
 //! - [`TreeBuilder`]'s device helpers lay out the same files and relative symlinks the kernel
 //!   does (`/sys/dev/block/MAJ:MIN`, `/sys/class/block/NAME`, `device/vpd_pg83`, `dm/uuid`…);
 //! - [`TreeBuilder::apply_manifest`] replays a capture of a real machine made by the vm-harness
@@ -13,7 +13,7 @@
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use crate::resolve::DevNo;
+use disklock_naming::DevNo;
 
 /// Identity of a real device, for tests: LUN 1 of tgt 1.0.85 (`scsi_id=disklock-lun-0001`,
 /// vendor `VMHARN`, product `SANLUN`) as a Debian 6.1 QEMU guest saw it; bytes from

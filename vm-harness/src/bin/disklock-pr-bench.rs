@@ -1,8 +1,8 @@
-//! `disklock __pr-bench`: what disklock's persistent-reservation commands cost on real paths,
+//! `disklock-pr-bench`: what disklock's persistent-reservation commands cost on real paths,
 //! next to the cheapest and the usual way of sending the same command, in one run.
 //!
-//! Hidden; the vm-harness runs it inside a guest (`vm-harness/tests/pr.rs`) and prints its
-//! figures in the CI log. For each path set it times, interleaving the variants so drift in
+//! A test program, never shipped: the vm-harness copies it into a guest
+//! (`vm-harness/tests/pr.rs`) and prints its figures in the CI log. For each path set it times, interleaving the variants so drift in
 //! the machine hits both alike:
 //!
 //! - READ KEYS and READ RESERVATION through disklock's methods (build the CDB, SG_IO, decode)
@@ -26,22 +26,30 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clap::Args;
+use clap::Parser;
 use disklock_scsi::cdb;
 use disklock_scsi::device::PR_IN_FIRST_ALLOC_LEN;
 use disklock_scsi::pr::{InAction, PersistentReservations, RegisterFlags, ReservationKey};
 use serde::Serialize;
 
-use crate::exit::{Code, chain_std};
-use crate::lookup::write_stdout;
-use crate::pr::Handle;
-use crate::pr::engine::{self, Path};
-use crate::pr_cmd::{host_key, open_target};
-use crate::settings::Settings;
+use disklock::exit::{Code, chain_std};
+use disklock::lookup::write_stdout;
+use disklock::pr::Handle;
+use disklock::pr::engine::{self, Path};
+use disklock::pr_cmd::{host_key, open_target};
+use disklock::settings::Settings;
 
-/// Arguments of `disklock __pr-bench`.
-#[derive(Debug, Args)]
+/// Arguments of `disklock-pr-bench`.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Time disklock's persistent-reservation commands (a test program)"
+)]
 pub struct PrBenchArgs {
+    /// disklock's configuration file (default: the usual search, as `disklock --config`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
     /// The disk: a multipath map, or its paths (every DISK must be the same logical unit).
     #[arg(value_name = "DISK", required_unless_present = "simulate_paths")]
     pub disks: Vec<OsString>,
@@ -155,10 +163,23 @@ struct Report {
     sg_persist_speedup: Option<f64>,
 }
 
-pub fn run(s: &Settings, args: &PrBenchArgs) -> anyhow::Result<Code> {
-    if let Some(n) = args.simulate_paths {
-        return simulated(n, args);
+fn main() -> std::process::ExitCode {
+    let args = PrBenchArgs::parse();
+    let outcome = if let Some(n) = args.simulate_paths {
+        simulated(n, &args)
+    } else {
+        Settings::load_from(args.config.as_deref(), None, None).and_then(|s| run(&s, &args))
+    };
+    match outcome {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("disklock-pr-bench: {}", disklock::exit::chain(&e));
+            Code::Usage.into()
+        }
     }
+}
+
+fn run(s: &Settings, args: &PrBenchArgs) -> anyhow::Result<Code> {
     let paths = open_paths(s, &args.disks)?;
     let key = match &args.key {
         Some(t) => {
@@ -363,9 +384,9 @@ fn scsi(p: &Path<Handle>) -> anyhow::Result<&disklock_scsi::Device> {
 /// Times `n` runs of `f` after a warm-up.
 /// `register_all` on `n` simulated paths against one, every command taking `latency_us`.
 fn simulated(n: u32, args: &PrBenchArgs) -> anyhow::Result<Code> {
-    use crate::pr::engine::sim::Lu;
+    use disklock_testkit::sim::Lu;
     let lu = Lu::with_latency(Duration::from_micros(args.latency_us));
-    let key = ReservationKey(crate::pr::hostkey::from_host_id(1));
+    let key = ReservationKey(disklock::pr::hostkey::from_host_id(1));
     let paths: Vec<Path<_>> = (0..n)
         .map(|i| Path {
             name: format!("sim{i}"),

@@ -39,8 +39,6 @@ pub struct Lu {
     latency: std::time::Duration,
 }
 
-// The benchmark uses only `with_latency` and `path`; the tests use the rest.
-#[cfg_attr(not(test), allow(dead_code))]
 impl Lu {
     /// A new unit; `Arc` because every path shares it.
     pub fn new() -> Arc<Lu> {
