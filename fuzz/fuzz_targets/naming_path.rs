@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use disklock_naming::faketree::TreeBuilder;
+use disklock_testkit::faketree::TreeBuilder;
 use disklock_naming::{DiskKey, Resolver, Source, SysRoot};
 use libfuzzer_sys::fuzz_target;
 
