@@ -26,10 +26,29 @@ pub const PROTOCOL: u32 = 1;
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// The largest reply a client accepts: `Status` lists every lease (about 1 KiB each).
 pub const MAX_REPLY: usize = 256 * 1024 * 1024;
-/// The interface description served by `org.varlink.service.GetInterfaceDescription`.
+/// The description of [`INTERFACE`], served by `org.varlink.service.GetInterfaceDescription`.
 pub const DESCRIPTION: &str = include_str!("../io.disklock.Lease.varlink");
 
+/// The Varlink service interface, which every Varlink service serves.
 const SERVICE: &str = "org.varlink.service";
+/// Its description, served as [`DESCRIPTION`] is.
+pub const SERVICE_DESCRIPTION: &str = include_str!("../org.varlink.service.varlink");
+
+/// The description of an interface this daemon serves (each one [`Info::interfaces`] lists).
+pub fn description(interface: &str) -> Option<&'static str> {
+    match interface {
+        INTERFACE => Some(DESCRIPTION),
+        SERVICE => Some(SERVICE_DESCRIPTION),
+        _ => None,
+    }
+}
+
+/// `org.varlink.service.GetInterfaceDescription` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DescriptionReply<'a> {
+    /// The interface definition.
+    pub description: &'a str,
+}
 
 /// A Varlink call as it travels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -767,6 +786,37 @@ mod tests {
             "ShuttingDown",
         ] {
             assert!(DESCRIPTION.contains(&format!("error {e} (")), "{e}");
+        }
+    }
+
+    /// Every interface GetInfo lists can be described, and the description is of that
+    /// interface; the service interface has the methods and errors of the Varlink spec.
+    #[test]
+    fn every_interface_listed_is_described() {
+        for i in Info::this().interfaces {
+            let d = description(&i).unwrap_or_else(|| panic!("{i} has no description"));
+            let named = d
+                .lines()
+                .find_map(|l| l.strip_prefix("interface "))
+                .unwrap_or_else(|| panic!("{i}: no interface line"));
+            assert_eq!(named, i);
+        }
+        assert_eq!(description("com.example.Nope"), None);
+        for m in [
+            "GetInfo() -> (",
+            "GetInterfaceDescription(interface: string) -> (description: string)",
+        ] {
+            assert!(SERVICE_DESCRIPTION.contains(&format!("method {m}")), "{m}");
+        }
+        for e in [
+            "InterfaceNotFound (interface: string)",
+            "MethodNotFound (method: string)",
+            "MethodNotImplemented (method: string)",
+            "InvalidParameter (parameter: string)",
+            "PermissionDenied ()",
+            "ExpectedMore ()",
+        ] {
+            assert!(SERVICE_DESCRIPTION.contains(&format!("error {e}")), "{e}");
         }
     }
 }

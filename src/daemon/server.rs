@@ -430,13 +430,10 @@ async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> (Vec<u8>, boo
             protocol: protocol::PROTOCOL,
         }),
         Request::GetInfo => protocol::encode_ok(&Info::this()),
-        Request::GetInterfaceDescription { interface } => {
-            if interface == protocol::INTERFACE {
-                protocol::encode_ok(&serde_json::json!({ "description": protocol::DESCRIPTION }))
-            } else {
-                protocol::encode_failure(&Failure::InterfaceNotFound { interface })
-            }
-        }
+        Request::GetInterfaceDescription { interface } => match protocol::description(&interface) {
+            Some(description) => protocol::encode_ok(&protocol::DescriptionReply { description }),
+            None => protocol::encode_failure(&Failure::InterfaceNotFound { interface }),
+        },
         req => {
             let (reply_tx, reply_rx) = oneshot::channel();
             let sent = tx

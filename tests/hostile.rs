@@ -1,0 +1,61 @@
+//! The daemon against clients that misbehave: floods of idle connections, half-sent and
+//! abandoned requests, malformed or oversized calls, and an unprivileged client on a socket
+//! opened to others. The real binary, daemons on private sockets, as in `lease.rs`.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// A Varlink call of `method` with `parameters`, NUL-terminated.
+fn call(method: &str, parameters: Value) -> Vec<u8> {
+    let mut m = serde_json::to_vec(&serde_json::json!({
+        "method": method,
+        "parameters": parameters,
+    }))
+    .unwrap();
+    m.push(0);
+    m
+}
+
+/// Every interface GetInfo lists can be described: a Varlink client's `help` of each works.
+#[test]
+fn every_interface_the_daemon_lists_it_describes() {
+    let env = Env::new();
+    let a = env.daemon("a.sock");
+    let info = a.call(&call("org.varlink.service.GetInfo", Value::Null));
+    let interfaces = info["parameters"]["interfaces"].as_array().unwrap().clone();
+    assert!(interfaces.contains(&"org.varlink.service".into()), "{info}");
+    for i in interfaces {
+        let v = a.call(&call(
+            "org.varlink.service.GetInterfaceDescription",
+            serde_json::json!({ "interface": i }),
+        ));
+        let d = v["parameters"]["description"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{i}: {v}"));
+        assert!(
+            d.contains(&format!("\ninterface {}\n", i.as_str().unwrap())),
+            "{d}"
+        );
+    }
+    let d = a.call(&call(
+        "org.varlink.service.GetInterfaceDescription",
+        serde_json::json!({ "interface": "org.varlink.service" }),
+    ));
+    let d = d["parameters"]["description"].as_str().unwrap();
+    for line in [
+        "method GetInfo() -> (",
+        "method GetInterfaceDescription(interface: string) -> (description: string)",
+        "error MethodNotImplemented (method: string)",
+        "error InvalidParameter (parameter: string)",
+    ] {
+        assert!(d.contains(line), "{line}: {d}");
+    }
+    let v = a.call(&call(
+        "org.varlink.service.GetInterfaceDescription",
+        serde_json::json!({ "interface": "com.example.Nope" }),
+    ));
+    assert_eq!(v["error"], "org.varlink.service.InterfaceNotFound");
+    assert_eq!(v["parameters"]["interface"], "com.example.Nope");
+}
