@@ -59,3 +59,62 @@ fn every_interface_the_daemon_lists_it_describes() {
     assert_eq!(v["error"], "org.varlink.service.InterfaceNotFound");
     assert_eq!(v["parameters"]["interface"], "com.example.Nope");
 }
+
+/// `InvalidParameter` carries the parameter's name, as Varlink defines it; why goes to the
+/// daemon's log, and the CLI explains what it can.
+#[test]
+fn invalid_parameters_are_named_and_the_log_says_why() {
+    let env = Env::new();
+    let a = env.daemon("a.sock");
+    let owner = serde_json::json!({"name": "x", "uuid": "u", "pid": 1});
+    let disk = serde_json::json!({"path": "/x", "mode": "exclusive"});
+    for (method, params, name) in [
+        (
+            "Acquire",
+            serde_json::json!({"disks": [], "owner": owner}),
+            "disks",
+        ),
+        (
+            "Acquire",
+            serde_json::json!({"disks": [disk], "owner": {"name": "x", "uuid": "u", "pid": "1"}}),
+            "owner.pid",
+        ),
+        (
+            "Acquire",
+            serde_json::json!({"disks": [{"path": "/x", "mode": "bogus"}], "owner": owner}),
+            "disks[0].mode",
+        ),
+        (
+            "Acquire",
+            serde_json::json!({"disks": [disk], "owner": owner, "pr": true}),
+            "pr",
+        ),
+        ("Acquire", serde_json::json!({"owner": owner}), "disks"),
+        ("ReleaseOwner", serde_json::json!({}), "name"),
+    ] {
+        let v = a.call(&call(
+            &format!("io.disklock.Lease.{method}"),
+            params.clone(),
+        ));
+        assert_eq!(
+            v["error"], "org.varlink.service.InvalidParameter",
+            "{params}: {v}"
+        );
+        assert_eq!(v["parameters"]["parameter"], name, "{params}: {v}");
+    }
+    wait_until("the log says why", || {
+        let log = std::fs::read_to_string(&a.log).unwrap();
+        log.contains("event=\"invalid-parameter\"")
+            && log.contains("persistent_reservations = 0")
+            && log.contains("unknown variant `bogus`")
+    });
+    // The CLI's message says what the parameter means.
+    let owner = Sleeper::new();
+    let img = env.disk("vm.img");
+    let o = env.run("a.sock", &["acquire", "--pr", "--pid", &owner.pid(), &img]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_stderr_has(
+        &o,
+        "disklock: invalid parameter pr: a disk cannot get a persistent reservation",
+    );
+}

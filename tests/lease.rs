@@ -586,10 +586,16 @@ fn protocol_is_varlink_and_bounded() {
     assert_eq!(v["parameters"]["protocol"], 1);
     let v = a.call(b"{\"method\":\"io.disklock.Lease.Nope\",\"parameters\":{}}\0");
     assert_eq!(v["error"], "org.varlink.service.MethodNotFound");
-    let v = a.call(b"not json\0");
-    assert_eq!(v["error"], "org.varlink.service.InvalidParameter");
+    // What is no Varlink call is a protocol error: the connection ends without a reply.
+    let mut s = UnixStream::connect(&a.socket).unwrap();
+    s.write_all(b"not json\0").unwrap();
+    let mut rest = Vec::new();
+    // Closed with the message unread: the end of the stream, or a reset.
+    assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0);
+    assert!(rest.is_empty());
     let v = a.call(b"{\"method\":\"io.disklock.Lease.Acquire\",\"parameters\":{\"disks\":[],\"owner\":{\"name\":\"x\",\"uuid\":\"u\",\"pid\":1}}}\0");
     assert_eq!(v["error"], "org.varlink.service.InvalidParameter");
+    assert_eq!(v["parameters"]["parameter"], "disks");
     let v = a.call(b"{\"method\":\"io.disklock.Lease.Acquire\",\"parameters\":{\"disks\":[{\"path\":\"/x\",\"mode\":\"exclusive\"}],\"owner\":{\"name\":\"x\",\"uuid\":\"u\",\"pid\":4194305}}}\0");
     assert_eq!(v["error"], "io.disklock.Lease.InvalidOwner");
     // An oversized message gets an error and the connection is closed.

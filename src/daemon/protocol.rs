@@ -24,6 +24,8 @@ pub const INTERFACE: &str = "io.disklock.Lease";
 pub const PROTOCOL: u32 = 1;
 /// The largest request the daemon accepts, NUL excluded.
 pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Disks in one `Acquire`.
+pub const MAX_DISKS: usize = 4096;
 /// The largest reply a client accepts: `Status` lists every lease (about 1 KiB each).
 pub const MAX_REPLY: usize = 256 * 1024 * 1024;
 /// The description of [`INTERFACE`], served by `org.varlink.service.GetInterfaceDescription`.
@@ -235,29 +237,37 @@ impl Request {
     }
 
     /// Decodes a message as it arrives (NUL stripped) into the request and whether it is
-    /// oneway; an unknown method or bad parameters is the [`Failure`] to reply (with the
-    /// oneway flag, when the message was a call at all). The parameters are parsed straight
-    /// into their types, never through a `Value` tree.
-    pub fn decode(msg: &[u8]) -> Result<(Request, bool), (Failure, bool)> {
-        let call: InCall<'_> = serde_json::from_slice(msg).map_err(|e| {
-            let f = Failure::InvalidParameter {
-                parameter: format!("not a Varlink call: {e}"),
-            };
-            (f, false)
-        })?;
+    /// oneway. The parameters are parsed straight into their types, never through a `Value`
+    /// tree.
+    pub fn decode(msg: &[u8]) -> Result<(Request, bool), Rejected> {
+        let call: InCall<'_> =
+            serde_json::from_slice(msg).map_err(|e| Rejected::NotACall(e.to_string()))?;
         Request::dispatch(&call.method, call.parameters)
             .map(|r| (r, call.oneway))
-            .map_err(|f| (f, call.oneway))
+            .map_err(|(failure, why)| Rejected::Call {
+                failure,
+                oneway: call.oneway,
+                why,
+            })
     }
 
-    fn dispatch(method: &str, params: Option<&RawValue>) -> Result<Request, Failure> {
-        let (iface, name) = method
-            .rsplit_once('.')
-            .ok_or_else(|| Failure::InterfaceNotFound {
+    fn dispatch(
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<Request, (Failure, Option<String>)> {
+        let (iface, name) = method.rsplit_once('.').ok_or_else(|| {
+            let f = Failure::InterfaceNotFound {
                 interface: method.to_owned(),
-            })?;
-        let bad = |e: serde_json::Error| Failure::InvalidParameter {
-            parameter: e.to_string(),
+            };
+            (f, None)
+        })?;
+        let bad = |b: BadParameter| {
+            (
+                Failure::InvalidParameter {
+                    parameter: b.parameter,
+                },
+                Some(b.why),
+            )
         };
         match (iface, name) {
             (INTERFACE, "Version") => Ok(Request::Version),
@@ -271,14 +281,48 @@ impl Request {
                     interface: p.interface,
                 })
                 .map_err(bad),
-            (INTERFACE | SERVICE, _) => Err(Failure::MethodNotFound {
-                method: method.to_owned(),
-            }),
-            _ => Err(Failure::InterfaceNotFound {
-                interface: iface.to_owned(),
-            }),
+            (INTERFACE | SERVICE, _) => Err((
+                Failure::MethodNotFound {
+                    method: method.to_owned(),
+                },
+                None,
+            )),
+            _ => Err((
+                Failure::InterfaceNotFound {
+                    interface: iface.to_owned(),
+                },
+                None,
+            )),
         }
     }
+}
+
+/// Why a message is not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// Not a Varlink call at all (not JSON, not an object, no method): a protocol error,
+    /// after which the daemon closes the connection, as Varlink services do. Why, for the log.
+    NotACall(String),
+    /// A call answered with an error (unless it is oneway).
+    Call {
+        /// The error.
+        failure: Failure,
+        /// Whether the call was oneway (no reply).
+        oneway: bool,
+        /// What is wrong with the parameter an `InvalidParameter` names, for the log: the
+        /// error itself carries only the parameter's name.
+        why: Option<String>,
+    },
+}
+
+/// A parameter that does not decode: its name as Varlink's `InvalidParameter` carries it
+/// (`disks`, `owner.pid`, `disks[2].mode`), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadParameter {
+    /// Its name: the path to it from the parameters object.
+    pub parameter: String,
+    /// Why it does not decode.
+    pub why: String,
 }
 
 /// A call as the daemon reads it: the method borrowed (unless it has escapes) and the
@@ -297,11 +341,40 @@ struct InCall<'a> {
 }
 
 /// A call's parameters, absent or null being an empty object.
-fn parse<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>) -> serde_json::Result<T> {
-    match raw.map(RawValue::get) {
-        None | Some("null") => serde_json::from_str("{}"),
-        Some(raw) => serde_json::from_str(raw),
-    }
+fn parse<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>) -> Result<T, BadParameter> {
+    let text = match raw.map(RawValue::get) {
+        None | Some("null") => "{}",
+        Some(raw) => raw,
+    };
+    serde_json::from_str(text).map_err(|_| bad_parameter::<T>(text))
+}
+
+/// Which parameter of `text` does not decode as a `T`, and why. Only a bad call gets here:
+/// it is decoded a second time, tracking the path to where it fails.
+fn bad_parameter<T: serde::de::DeserializeOwned>(text: &str) -> BadParameter {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let Err(e) = serde_path_to_error::deserialize::<_, T>(de) else {
+        return BadParameter {
+            parameter: "parameters".into(),
+            why: "does not decode the first time, but does the second".into(),
+        };
+    };
+    let why = e.inner().to_string();
+    let at = e.path().to_string();
+    let at = if at == "." { "" } else { at.as_str() };
+    // A missing field is reported at the object that lacks it: name the field.
+    let missing = why
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    let parameter = match (at, missing) {
+        // Parameters that are no object (serde reads a struct from an array, too).
+        (at, _) if at.starts_with('[') => "parameters".to_owned(),
+        ("", Some(field)) => field.to_owned(),
+        (at, Some(field)) => format!("{at}.{field}"),
+        ("", None) => "parameters".to_owned(),
+        (at, None) => at.to_owned(),
+    };
+    BadParameter { parameter, why }
 }
 
 fn to_value<T: Serialize>(v: &T) -> Value {
@@ -416,13 +489,28 @@ pub enum Failure {
         /// The method.
         method: String,
     },
-    /// Varlink: a parameter is missing or has the wrong type.
+    /// Varlink: a parameter is missing, has the wrong type or a value the daemon does not
+    /// accept. Why is in the daemon's log; the client explains what it can.
     #[serde(rename = "org.varlink.service.InvalidParameter")]
-    #[error("invalid parameter: {parameter}")]
+    #[error("invalid parameter {parameter}: {}", explain_parameter(.parameter))]
     InvalidParameter {
-        /// Which, and why.
+        /// Its name (`disks`, `owner.pid`).
         parameter: String,
     },
+}
+
+/// What an `InvalidParameter` of this name means to a user of the CLI, which sends only
+/// well-formed calls: the values the daemon refuses.
+fn explain_parameter(parameter: &str) -> String {
+    match parameter {
+        "disks" => format!("one request names 1 to {MAX_DISKS} disks"),
+        "pr" => "a disk cannot get a persistent reservation (persistent_reservations = 0 in the \
+                 daemon's configuration, or a disk without a SCSI or NVMe key, or one in \
+                 pr_exclude; the daemon's log names it)"
+            .to_owned(),
+        "name" | "uuid" => "releasing owners needs an owner name or uuid".to_owned(),
+        _ => "the daemon's log says why".to_owned(),
+    }
 }
 
 impl Failure {
@@ -669,7 +757,12 @@ mod tests {
                 more: false,
             })
             .unwrap();
-            Request::decode(&bytes).map(|(r, _)| r).map_err(|(f, _)| f)
+            Request::decode(&bytes)
+                .map(|(r, _)| r)
+                .map_err(|r| match r {
+                    Rejected::Call { failure, .. } => failure,
+                    r => panic!("{r:?}"),
+                })
         };
         assert!(matches!(
             call("io.disklock.Lease.Nope", Value::Null),
@@ -683,14 +776,112 @@ mod tests {
             call("nodot", Value::Null),
             Err(Failure::InterfaceNotFound { .. })
         ));
-        assert!(matches!(
-            call("io.disklock.Lease.Acquire", serde_json::json!({"disks": 5})),
-            Err(Failure::InvalidParameter { .. })
-        ));
         // A method without parameters accepts none, null or {}.
         assert_eq!(
             call("io.disklock.Lease.Status", serde_json::json!({})).unwrap(),
             Request::Status
+        );
+    }
+
+    /// `InvalidParameter` names the parameter, as a path from the parameters object; why
+    /// goes to the daemon's log.
+    #[test]
+    fn invalid_parameters_are_named() {
+        let owner = serde_json::json!({"name": "vm", "uuid": "u", "pid": 7});
+        let disk = serde_json::json!({"path": "/d", "mode": "shared"});
+        for (method, params, name, why) in [
+            (
+                "Acquire",
+                serde_json::json!({"disks": 5, "owner": owner}),
+                "disks",
+                "invalid type",
+            ),
+            (
+                "Acquire",
+                serde_json::json!({"disks": [disk]}),
+                "owner",
+                "missing field `owner`",
+            ),
+            ("Acquire", Value::Null, "disks", "missing field `disks`"),
+            (
+                "Acquire",
+                serde_json::json!({"disks": [disk], "owner": {"name": "vm", "uuid": "u", "pid": "7"}}),
+                "owner.pid",
+                "invalid type: string",
+            ),
+            (
+                "Acquire",
+                serde_json::json!({"disks": [disk], "owner": {"name": "vm", "uuid": "u"}}),
+                "owner.pid",
+                "missing field `pid`",
+            ),
+            (
+                "Acquire",
+                serde_json::json!({"disks": [disk, {"path": "/e", "mode": "all"}], "owner": owner}),
+                "disks[1].mode",
+                "unknown variant `all`",
+            ),
+            (
+                "Acquire",
+                serde_json::json!({"disks": [disk], "owner": owner, "pr": "yes"}),
+                "pr",
+                "invalid type",
+            ),
+            (
+                "Acquire",
+                serde_json::json!([1]),
+                "parameters",
+                "invalid type",
+            ),
+            (
+                "Release",
+                serde_json::json!({"disks": [1]}),
+                "disks[0]",
+                "invalid type",
+            ),
+            (
+                "ReleaseOwner",
+                serde_json::json!({"uuid": 5}),
+                "uuid",
+                "invalid type",
+            ),
+        ] {
+            let bytes = serde_json::to_vec(&serde_json::json!({
+                "method": format!("{INTERFACE}.{method}"),
+                "parameters": params,
+            }))
+            .unwrap();
+            match Request::decode(&bytes) {
+                Err(Rejected::Call {
+                    failure: Failure::InvalidParameter { parameter },
+                    oneway: false,
+                    why: Some(w),
+                }) => {
+                    assert_eq!(parameter, name, "{params}");
+                    assert!(w.starts_with(why), "{params}: {w}");
+                }
+                other => panic!("{params}: {other:?}"),
+            }
+        }
+        let bytes = br#"{"method":"org.varlink.service.GetInterfaceDescription"}"#;
+        assert!(matches!(
+            Request::decode(bytes),
+            Err(Rejected::Call { failure: Failure::InvalidParameter { parameter }, .. }) if parameter == "interface"
+        ));
+        // What a client prints: the name, and what the CLI can say about it.
+        let f = Failure::InvalidParameter {
+            parameter: "disks".into(),
+        };
+        assert_eq!(
+            f.to_string(),
+            format!("invalid parameter disks: one request names 1 to {MAX_DISKS} disks")
+        );
+        let f = Failure::InvalidParameter {
+            parameter: "owner.pid".into(),
+        };
+        assert_eq!(
+            f.to_string(),
+            "invalid parameter owner.pid: the daemon's log says why"
         );
     }
 
@@ -713,17 +904,26 @@ mod tests {
                 true
             ))
         );
-        // A bad call that is a call keeps its oneway flag; what is no call has none.
+        // A bad call that is a call keeps its oneway flag; what is no call is a protocol
+        // error.
         assert!(matches!(
             Request::decode(br#"{"method":"io.disklock.Lease.Acquire","oneway":true}"#),
-            Err((Failure::InvalidParameter { .. }, true))
+            Err(Rejected::Call {
+                failure: Failure::InvalidParameter { .. },
+                oneway: true,
+                ..
+            })
         ));
-        for junk in [&b""[..], b"[]", b"{", b"{\"method\":5}", b"\xff"] {
+        for junk in [
+            &b""[..],
+            b"[]",
+            b"{",
+            b"{\"method\":5}",
+            b"\xff",
+            b"{\"oneway\":true}",
+        ] {
             assert!(
-                matches!(
-                    Request::decode(junk),
-                    Err((Failure::InvalidParameter { .. }, false))
-                ),
+                matches!(Request::decode(junk), Err(Rejected::NotACall(_))),
                 "{junk:?}"
             );
         }

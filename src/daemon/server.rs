@@ -31,10 +31,11 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::log::bounded;
 use super::pr_layer::{self, Plan, PrBackend};
 use super::protocol::{
-    self, AcquireParams, DiskMode, Failure, Framer, Info, LeasesReply, MAX_MESSAGE, Request,
-    VersionReply,
+    self, AcquireParams, DiskMode, Failure, Framer, Info, LeasesReply, MAX_DISKS, MAX_MESSAGE,
+    Rejected, Request, VersionReply,
 };
 use super::table::{
     AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, Table, Target,
@@ -45,8 +46,6 @@ use crate::settings::Settings;
 
 /// Connections served at once; more wait in the listen backlog.
 pub const MAX_CLIENTS: usize = 1024;
-/// Disks in one request.
-pub const MAX_DISKS: usize = 4096;
 /// How often an owner is polled when the kernel has no pidfd.
 pub const POLL_OWNER: Duration = Duration::from_millis(200);
 /// Owners that hold nothing any more whose watch is kept for a while, so that an owner
@@ -326,7 +325,10 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
         loop {
             match framer.next_message() {
                 Ok(Some(msg)) => {
-                    let (reply, oneway) = handle(&msg, peer, &tx).await;
+                    // None: not a Varlink call, a protocol error; the connection ends.
+                    let Some((reply, oneway)) = handle(&msg, peer, &tx).await else {
+                        return;
+                    };
                     if !oneway && stream.write_all(&reply).await.is_err() {
                         return;
                     }
@@ -418,11 +420,30 @@ fn consume(
 }
 
 /// Answers one message; the reply comes encoded (JSON and its NUL), with whether the call
-/// was oneway (no reply to send).
-async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> (Vec<u8>, bool) {
+/// was oneway (no reply to send). None for a message that is no Varlink call.
+async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> Option<(Vec<u8>, bool)> {
     let (req, oneway) = match Request::decode(msg) {
         Ok(r) => r,
-        Err((f, oneway)) => return (protocol::encode_failure(&f), oneway),
+        Err(Rejected::NotACall(why)) => {
+            tracing::warn!(
+                event = "not-a-call",
+                uid = peer.uid,
+                reason = &*bounded(&why),
+                "a message of uid {} is no Varlink call; closing the connection",
+                peer.uid
+            );
+            return None;
+        }
+        Err(Rejected::Call {
+            failure,
+            oneway,
+            why,
+        }) => {
+            if let (Failure::InvalidParameter { parameter }, Some(why)) = (&failure, why) {
+                log_invalid(peer, parameter, &why);
+            }
+            return Some((protocol::encode_failure(&failure), oneway));
+        }
     };
     let reply = match req {
         Request::Version => protocol::encode_ok(&VersionReply {
@@ -449,7 +470,27 @@ async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> (Vec<u8>, boo
             }
         }
     };
-    (reply, oneway)
+    Some((reply, oneway))
+}
+
+/// Logs why a parameter was refused (the `InvalidParameter` error names only the parameter).
+fn log_invalid(peer: Peer, parameter: &str, why: &str) {
+    tracing::warn!(
+        event = "invalid-parameter",
+        uid = peer.uid,
+        parameter = &*bounded(parameter),
+        reason = &*bounded(why),
+        "refused a call of uid {}: invalid parameter",
+        peer.uid
+    );
+}
+
+/// An `InvalidParameter` refusal of `parameter`, its reason logged.
+fn invalid(peer: Peer, parameter: &str, why: &str) -> Failure {
+    log_invalid(peer, parameter, why);
+    Failure::InvalidParameter {
+        parameter: parameter.to_owned(),
+    }
 }
 
 /// Lets the tasks already queued on this (current-thread) runtime run first — the connection
@@ -616,9 +657,7 @@ impl Shell {
             }
             Request::ReleaseOwner(p) => {
                 if p.name.is_none() && p.uuid.is_none() {
-                    Err(Failure::InvalidParameter {
-                        parameter: "ReleaseOwner needs a name or a uuid".into(),
-                    })
+                    Err(invalid(peer, "name", "ReleaseOwner needs a name or a uuid"))
                 } else {
                     let sel = OwnerSelector {
                         name: p.name,
@@ -682,16 +721,19 @@ impl Shell {
             pr,
         } = p;
         if pr == Some(true) && !self.table.backend().enabled() {
-            return Err(Failure::InvalidParameter {
-                parameter: "pr: persistent reservations are off in the daemon's configuration \
-                            (persistent_reservations = 0)"
-                    .into(),
-            });
+            return Err(invalid(
+                peer,
+                "pr",
+                "persistent reservations are off in the daemon's configuration \
+                 (persistent_reservations = 0)",
+            ));
         }
         if disks.is_empty() || disks.len() > MAX_DISKS {
-            return Err(Failure::InvalidParameter {
-                parameter: format!("disks: between 1 and {MAX_DISKS} disks are needed"),
-            });
+            let why = format!(
+                "{} disks; between 1 and {MAX_DISKS} are needed",
+                disks.len()
+            );
+            return Err(invalid(peer, "disks", &why));
         }
         check_owner(&owner)?;
         // An owner already registered (same uuid and pid) is watched already. One that held
@@ -725,7 +767,7 @@ impl Shell {
             };
             match resolve_with(&self.settings, &d.path, mode) {
                 Ok((t, r)) => {
-                    if let Some(plan) = self.pr_plan(&t, &r, pr, preempt)? {
+                    if let Some(plan) = self.pr_plan(&t, &r, pr, preempt, peer)? {
                         self.table.backend_mut().plan(t.key.clone(), plan);
                     }
                     targets.push(t);
@@ -760,6 +802,7 @@ impl Shell {
         r: &disklock_naming::Resolution,
         pr: Option<bool>,
         preempt: bool,
+        peer: Peer,
     ) -> Result<Option<Plan>, Failure> {
         if pr == Some(false) || !self.table.backend().enabled() {
             return Ok(None);
@@ -770,9 +813,10 @@ impl Shell {
                 disk: t.disk.clone(),
                 preempt,
             })),
-            Err(why) if pr == Some(true) => Err(Failure::InvalidParameter {
-                parameter: format!("pr: {} cannot get a persistent reservation ({why})", t.disk),
-            }),
+            Err(why) if pr == Some(true) => {
+                let why = format!("{} cannot get a persistent reservation ({why})", t.disk);
+                Err(invalid(peer, "pr", &why))
+            }
             _ => Ok(None),
         }
     }
