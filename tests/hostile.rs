@@ -118,3 +118,34 @@ fn invalid_parameters_are_named_and_the_log_says_why() {
         "disklock: invalid parameter pr: a disk cannot get a persistent reservation",
     );
 }
+
+/// A call with `upgrade` set is refused with MethodNotImplemented naming the method; it
+/// used to be served as a plain call.
+#[test]
+fn upgrade_calls_are_refused_not_served_plain() {
+    let env = Env::new();
+    let a = env.daemon("a.sock");
+    let disk = env.disk("vm.img");
+    let owner = Sleeper::new();
+    let mut m = serde_json::to_vec(&serde_json::json!({
+        "method": "io.disklock.Lease.Acquire",
+        "parameters": {
+            "disks": [{"path": disk, "mode": "exclusive"}],
+            "owner": {"name": "vm", "uuid": "u-1", "pid": owner.0.id()},
+        },
+        "upgrade": true,
+    }))
+    .unwrap();
+    m.push(0);
+    let v = a.call(&m);
+    assert_eq!(
+        v["error"], "org.varlink.service.MethodNotImplemented",
+        "{v}"
+    );
+    assert_eq!(v["parameters"]["method"], "io.disklock.Lease.Acquire");
+    assert!(
+        status_json(&env, "a.sock").is_empty(),
+        "nothing was acquired"
+    );
+    assert_eq!(env.lease_files(), 0);
+}

@@ -242,13 +242,24 @@ impl Request {
     pub fn decode(msg: &[u8]) -> Result<(Request, bool), Rejected> {
         let call: InCall<'_> =
             serde_json::from_slice(msg).map_err(|e| Rejected::NotACall(e.to_string()))?;
-        Request::dispatch(&call.method, call.parameters)
-            .map(|r| (r, call.oneway))
-            .map_err(|(failure, why)| Rejected::Call {
+        let req = Request::dispatch(&call.method, call.parameters).map_err(|(failure, why)| {
+            Rejected::Call {
                 failure,
                 oneway: call.oneway,
                 why,
-            })
+            }
+        })?;
+        if call.upgrade {
+            // Varlink's way to say that a method is not served as the call asks.
+            return Err(Rejected::Call {
+                failure: Failure::MethodNotImplemented {
+                    method: call.method.into_owned(),
+                },
+                oneway: call.oneway,
+                why: None,
+            });
+        }
+        Ok((req, call.oneway))
     }
 
     fn dispatch(
@@ -338,6 +349,10 @@ struct InCall<'a> {
     // `more` is accepted and answered with one reply, as `Call` documents.
     #[serde(default, rename = "more")]
     _more: bool,
+    /// A connection upgrade (the connection then speaks the method's own protocol): no
+    /// method here has one, so such a call is refused, not served as a plain one.
+    #[serde(default)]
+    upgrade: bool,
 }
 
 /// A call's parameters, absent or null being an empty object.
@@ -486,6 +501,13 @@ pub enum Failure {
     #[serde(rename = "org.varlink.service.MethodNotFound")]
     #[error("method {method} not found")]
     MethodNotFound {
+        /// The method.
+        method: String,
+    },
+    /// Varlink: the method exists but is not served as called (a connection upgrade).
+    #[serde(rename = "org.varlink.service.MethodNotImplemented")]
+    #[error("method {method} is not implemented as called (this daemon upgrades no connection)")]
+    MethodNotImplemented {
         /// The method.
         method: String,
     },
@@ -883,6 +905,35 @@ mod tests {
             f.to_string(),
             "invalid parameter owner.pid: the daemon's log says why"
         );
+    }
+
+    /// A call that asks for a connection upgrade is refused, naming the method, and not
+    /// served as a plain call.
+    #[test]
+    fn upgrades_are_not_implemented() {
+        let r = Request::decode(br#"{"method":"io.disklock.Lease.Status","upgrade":true}"#);
+        assert_eq!(
+            r,
+            Err(Rejected::Call {
+                failure: Failure::MethodNotImplemented {
+                    method: "io.disklock.Lease.Status".into()
+                },
+                oneway: false,
+                why: None,
+            })
+        );
+        assert_eq!(
+            Request::decode(br#"{"method":"io.disklock.Lease.Status","upgrade":false}"#),
+            Ok((Request::Status, false))
+        );
+        // A method that does not exist is still that.
+        assert!(matches!(
+            Request::decode(br#"{"method":"io.disklock.Lease.Nope","upgrade":true}"#),
+            Err(Rejected::Call {
+                failure: Failure::MethodNotFound { .. },
+                ..
+            })
+        ));
     }
 
     #[test]
