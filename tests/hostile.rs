@@ -149,3 +149,37 @@ fn upgrade_calls_are_refused_not_served_plain() {
     );
     assert_eq!(env.lease_files(), 0);
 }
+
+/// The disk limit of one Acquire (1024) is one a client can meet within the 64 KiB message
+/// limit: one more disk than it is refused as too many disks, naming the parameter, not as
+/// too large a message; the CLI says so before asking.
+#[test]
+fn the_disk_limit_is_reachable_and_refused_by_count() {
+    const MAX_DISKS: usize = 1024;
+    let env = Env::new();
+    let a = env.daemon("a.sock");
+    let acquire = |n: usize| {
+        let disks = vec![serde_json::json!({"path": "/a", "mode": "exclusive"}); n];
+        call(
+            "io.disklock.Lease.Acquire",
+            serde_json::json!({"disks": disks, "owner": {"name": "x", "uuid": "u", "pid": 1}}),
+        )
+    };
+    let too_many = acquire(MAX_DISKS + 1);
+    assert!(too_many.len() <= 64 * 1024, "{}", too_many.len());
+    let v = a.call(&too_many);
+    assert_eq!(v["error"], "org.varlink.service.InvalidParameter", "{v}");
+    assert_eq!(v["parameters"]["parameter"], "disks");
+    // As many as the limit: the call is taken (and refused: /a is no disk).
+    let v = a.call(&acquire(MAX_DISKS));
+    assert_ne!(v["error"], "org.varlink.service.InvalidParameter", "{v}");
+    assert_ne!(v["error"], "io.disklock.Lease.RequestTooLarge", "{v}");
+    let owner = Sleeper::new();
+    let pid = owner.pid();
+    let many: Vec<String> = (0..=MAX_DISKS).map(|i| format!("/d{i}")).collect();
+    let mut args = vec!["acquire", "--pid", &pid];
+    args.extend(many.iter().map(String::as_str));
+    let o = env.run("a.sock", &args);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_stderr_has(&o, "1025 disks: one request takes at most 1024");
+}

@@ -665,9 +665,19 @@ fn thousands_of_leases() {
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["leases"].as_array().unwrap().len(), chunk.len());
     }
-    // One request over the bound is refused as a whole.
+    // One request over the bounds is refused as a whole: by the CLI for its disk count, by
+    // the daemon for its size.
     let mut args = vec!["acquire", "--pid", &pid];
     args.extend(disks.iter().map(String::as_str));
+    let o = env.run("a.sock", &args);
+    assert_eq!(code(&o), 2);
+    assert_stderr_has(&o, "2000 disks: one request takes at most 1024");
+    let long: Vec<String> = disks[..1024]
+        .iter()
+        .map(|d| format!("{}/{d}", "/.".repeat(20)))
+        .collect();
+    let mut args = vec!["acquire", "--pid", &pid];
+    args.extend(long.iter().map(String::as_str));
     let o = env.run("a.sock", &args);
     assert_eq!(code(&o), 2);
     assert_stderr_has(&o, "request larger than 65536 bytes");

@@ -24,8 +24,10 @@ pub const INTERFACE: &str = "io.disklock.Lease";
 pub const PROTOCOL: u32 = 1;
 /// The largest request the daemon accepts, NUL excluded.
 pub const MAX_MESSAGE: usize = 64 * 1024;
-/// Disks in one `Acquire`.
-pub const MAX_DISKS: usize = 4096;
+/// Disks in one `Acquire`. Lower than what the message limit allows, so that it is a limit
+/// a client can meet: a call of this many exclusive disks whose paths are up to 30 bytes
+/// long fits in [`MAX_MESSAGE`] (a test checks it).
+pub const MAX_DISKS: usize = 1024;
 /// The largest reply a client accepts: `Status` lists every lease (about 1 KiB each).
 pub const MAX_REPLY: usize = 256 * 1024 * 1024;
 /// The description of [`INTERFACE`], served by `org.varlink.service.GetInterfaceDescription`.
@@ -1000,6 +1002,37 @@ mod tests {
             let bytes = encode(&r.to_call());
             proptest::prop_assert_eq!(Request::decode(&bytes[..bytes.len() - 1]), Ok((r, false)));
         }
+    }
+
+    /// The disk limit is reachable: a call of MAX_DISKS exclusive disks with paths of
+    /// MAX_DISKS_PATH bytes fits in a message, and so does one more short one, so that the
+    /// count, not the size, is what refuses it.
+    #[test]
+    fn the_disk_limit_fits_in_a_message() {
+        const MAX_DISKS_PATH: usize = 30;
+        let acquire = |n: usize, path: &str| {
+            Request::Acquire(AcquireParams {
+                disks: vec![
+                    DiskRequest {
+                        path: path.into(),
+                        mode: DiskMode::Exclusive,
+                    };
+                    n
+                ],
+                owner: Owner {
+                    name: "vm".into(),
+                    uuid: "4f1c5a3e-9d2b-4c7a-8e6f-0123456789ab".into(),
+                    pid: 4_194_304,
+                },
+                preempt: true,
+                pr: Some(true),
+            })
+        };
+        let longest = format!("/{}", "d".repeat(MAX_DISKS_PATH - 1));
+        let bytes = encode(&acquire(MAX_DISKS, &longest).to_call());
+        assert!(bytes.len() - 1 <= MAX_MESSAGE, "{} bytes", bytes.len() - 1);
+        let bytes = encode(&acquire(MAX_DISKS + 1, "/a").to_call());
+        assert!(bytes.len() - 1 <= MAX_MESSAGE, "{} bytes", bytes.len() - 1);
     }
 
     #[test]
