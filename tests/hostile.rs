@@ -183,3 +183,59 @@ fn the_disk_limit_is_reachable_and_refused_by_count() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert_stderr_has(&o, "1025 disks: one request takes at most 1024");
 }
+
+/// A path of thousands of bytes is logged once per event, cut at 512 bytes with a marker:
+/// it used to be written four times, whole, in one line of 20 KB.
+#[test]
+fn long_paths_are_logged_once_and_cut() {
+    let env = Env::new();
+    let a = env.daemon("a.sock");
+    let owner = Sleeper::new();
+    // One that resolves (a real file, 3,000 bytes deep) and one over PATH_MAX.
+    let mut dir = env.path("deep");
+    for i in 0..14 {
+        dir.push(format!("{i:02}{}", "d".repeat(200)));
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let real = dir.join("vm.img");
+    std::fs::write(&real, b"").unwrap();
+    let real = real.to_str().unwrap().to_owned();
+    let bogus = format!("{}/{}", env.path("x").display(), "x".repeat(5000));
+    for path in [&real, &bogus] {
+        let v = a.call(&call(
+            "io.disklock.Lease.Acquire",
+            serde_json::json!({
+                "disks": [{"path": path, "mode": "exclusive"}],
+                "owner": {"name": "vm", "uuid": "u-1", "pid": owner.0.id()},
+            }),
+        ));
+        let released = a.call(&call(
+            "io.disklock.Lease.Release",
+            serde_json::json!({ "disks": [path] }),
+        ));
+        assert!(path == &bogus || v["error"].is_null(), "{v}");
+        assert!(released["error"].is_null(), "{released}");
+    }
+    let events = ["acquire", "release", "refuse"];
+    wait_until("the three events are logged", || {
+        let log = std::fs::read_to_string(&a.log).unwrap();
+        events
+            .iter()
+            .all(|e| log.contains(&format!("event=\"{e}\"")))
+    });
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    for e in events {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("event=\"{e}\"")))
+            .unwrap();
+        assert!(
+            line.len() < 2048,
+            "{e}: a line of {} bytes: {line}",
+            line.len()
+        );
+        let path = if e == "refuse" { &bogus } else { &real };
+        assert_eq!(line.matches(&path[..100]).count(), 1, "{e}: {line}");
+        assert!(line.contains(" more bytes]"), "{e}: {line}");
+    }
+}

@@ -626,13 +626,13 @@ impl Shell {
         let m = self.table.backend_mut().maintain();
         for f in m.findings {
             if f.repaired {
-                tracing::info!(event = "pr-repaired", disk = %f.disk, drift = %f.drift, "{}: {}; repaired: {}", f.disk, f.drift, f.drift.fix());
+                tracing::info!(event = "pr-repaired", disk = &*bounded(&f.disk), drift = %f.drift, "reservation repaired: {}", f.drift.fix());
             } else {
-                tracing::warn!(event = "pr-drift", disk = %f.disk, drift = %f.drift, "{}: {}; {}", f.disk, f.drift, f.drift.fix());
+                tracing::warn!(event = "pr-drift", disk = &*bounded(&f.disk), drift = %f.drift, "reservation drifted: {}", f.drift.fix());
             }
         }
         for l in m.lost {
-            tracing::error!(event = "pr-lost", disk = %l.disk, key = %l.key.as_str(), drift = %l.why, "{}: the disk's reservation is lost: {}; {}", l.disk, l.why, l.why.fix());
+            tracing::error!(event = "pr-lost", disk = &*bounded(&l.disk), key = %l.key.as_str(), drift = %l.why, "the disk's reservation is lost: {}", l.why.fix());
         }
     }
 
@@ -774,7 +774,19 @@ impl Shell {
                 }
                 Err(f) => {
                     self.table.backend_mut().clear_plans();
-                    tracing::warn!(event = "refuse", disk = %d.path, owner = %owner.name, owner_uuid = %owner.uuid, reason = %f, "refused {}: {f}", d.path);
+                    let reason = match &f {
+                        Failure::UnknownDisk { reason, .. } => reason.clone(),
+                        f => f.to_string(),
+                    };
+                    tracing::warn!(
+                        event = "refuse",
+                        disk = &*bounded(&d.path),
+                        owner = owner.name.as_str(),
+                        owner_uuid = owner.uuid.as_str(),
+                        reason = &*bounded(without_disk(&reason, &d.path)),
+                        "refused a lease for {}",
+                        owner.name
+                    );
                     return Err(f);
                 }
             }
@@ -1043,7 +1055,10 @@ fn lease_reason(e: &LeaseError) -> String {
 }
 
 /// One event, one line. Names, keys, paths and reasons go in as strings, which the log
-/// quotes (and the journal stores as they are) without the formatting machinery.
+/// quotes (and the journal stores as they are) without the formatting machinery. Each value
+/// is a field, once: the message is a summary without the disk or the reason, and what a
+/// client sent (a disk path) or what quotes it (a reason) is cut at 512 bytes ([`bounded`]),
+/// so that a made-up path of 4 KiB costs the log one bounded field, not four copies.
 fn log_event(e: &Event) {
     match e {
         Event::Acquired {
@@ -1054,7 +1069,7 @@ fn log_event(e: &Event) {
             new_lock,
         } => tracing::info!(
             event = "acquire",
-            disk = &**disk,
+            disk = &*bounded(disk),
             key = lease.key.as_str(),
             lockspace = &*lease.lockspace.to_string_lossy(),
             mode = mode.as_str(),
@@ -1062,7 +1077,7 @@ fn log_event(e: &Event) {
             owner_uuid = owner.uuid.as_str(),
             owner_pid = owner.pid,
             new_lock,
-            "acquired {disk} ({mode}) for {}",
+            "acquired a lease ({mode}) for {}",
             owner.name
         ),
         Event::Refused {
@@ -1073,7 +1088,7 @@ fn log_event(e: &Event) {
             reason,
         } => tracing::warn!(
             event = "refuse",
-            disk = disk.as_str(),
+            disk = &*bounded(disk),
             key = lease.as_ref().map_or("", |l| l.key.as_str()),
             lockspace = &*lease
                 .as_ref()
@@ -1082,8 +1097,8 @@ fn log_event(e: &Event) {
             owner = owner.name.as_str(),
             owner_uuid = owner.uuid.as_str(),
             owner_pid = owner.pid,
-            reason = reason.as_str(),
-            "refused {disk} ({mode}) for {}: {reason}",
+            reason = &*bounded(without_disk(reason, disk)),
+            "refused a lease ({mode}) for {}",
             owner.name
         ),
         Event::Released {
@@ -1101,15 +1116,15 @@ fn log_event(e: &Event) {
             };
             tracing::info!(
                 event = "release",
-                disk = &**disk,
+                disk = &*bounded(disk),
                 key = lease.key.as_str(),
                 lockspace = &*lease.lockspace.to_string_lossy(),
                 owner = owner.name.as_str(),
                 owner_uuid = owner.uuid.as_str(),
                 owner_pid = owner.pid,
                 cause = cause.as_str(),
-                file = &*file_text,
-                "released {disk} for {} ({}): {file_text}",
+                file = &*bounded(&file_text),
+                "released a lease of {} ({})",
                 owner.name,
                 cause.as_str()
             );
@@ -1118,11 +1133,18 @@ fn log_event(e: &Event) {
             event = "holder-not-updated",
             key = lease.key.as_str(),
             lockspace = &*lease.lockspace.to_string_lossy(),
-            reason = reason.as_str(),
-            "cannot write the holder record of {}: {reason}",
-            lease.path().display()
+            reason = &*bounded(reason),
+            "cannot write a holder record"
         ),
     }
+}
+
+/// A refusal's reason without the disk it starts with (the event names the disk).
+fn without_disk<'a>(reason: &'a str, disk: &str) -> &'a str {
+    reason
+        .strip_prefix(disk)
+        .and_then(|r| r.strip_prefix(": "))
+        .unwrap_or(reason)
 }
 
 #[cfg(test)]
