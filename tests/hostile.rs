@@ -4,6 +4,10 @@
 
 mod common;
 
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
 use common::*;
 use serde_json::Value;
 
@@ -238,4 +242,40 @@ fn long_paths_are_logged_once_and_cut() {
         assert_eq!(line.matches(&path[..100]).count(), 1, "{e}: {line}");
         assert!(line.contains(" more bytes]"), "{e}: {line}");
     }
+}
+
+/// Waits for the daemon to close `s` (the end of the stream, or a reset when it closed with
+/// bytes of ours unread), failing after `limit`.
+fn closed_within(s: &mut UnixStream, limit: Duration) {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("still open after {limit:?} ({e}); read {got:?}"),
+    }
+    assert!(got.is_empty() || got.ends_with(b"\0"), "{got:?}");
+}
+
+/// A connection that sends no whole request within the idle timeout (10 s) is closed: one
+/// that sends nothing, one that sends half a request, and one that goes quiet after a
+/// reply. They used to stay open, each holding one of the daemon's 1024 slots, for ever.
+#[test]
+fn idle_and_half_sent_connections_are_closed() {
+    let env = Env::new();
+    let a = env.daemon("a.sock");
+    let mut idle = UnixStream::connect(&a.socket).unwrap();
+    let mut half = UnixStream::connect(&a.socket).unwrap();
+    half.write_all(b"{\"method\":\"io.disklock.Lease.Sta")
+        .unwrap();
+    let mut served = UnixStream::connect(&a.socket).unwrap();
+    served
+        .write_all(&call("io.disklock.Lease.Version", Value::Null))
+        .unwrap();
+    assert_eq!(read_reply(&mut served)["parameters"]["protocol"], 1);
+    for s in [&mut idle, &mut half, &mut served] {
+        closed_within(s, Duration::from_secs(30));
+    }
+    // The daemon serves on.
+    ok(env.run("a.sock", &["status"]));
 }

@@ -642,7 +642,6 @@ impl Framer {
     }
 
     /// Bytes of an unfinished message.
-    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.buf.len()
     }

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -46,6 +45,12 @@ use crate::settings::Settings;
 
 /// Connections served at once; more wait in the listen backlog.
 pub const MAX_CLIENTS: usize = 1024;
+/// How long a client has to send a whole request: from when it connects, and again from
+/// each reply. A connection that has sent nothing, or part of a request, for that long is
+/// closed (it would hold one of the [`MAX_CLIENTS`] slots for nothing); so is one that
+/// leaves a reply unread for that long. The CLI sends its request as it connects; a client
+/// that keeps a connection between requests connects again after a pause.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an owner is polled when the kernel has no pidfd.
 pub const POLL_OWNER: Duration = Duration::from_millis(200);
 /// Owners that hold nothing any more whose watch is kept for a while, so that an owner
@@ -297,7 +302,8 @@ fn listen(socket: &Path) -> anyhow::Result<(UnixListener, SocketGuard)> {
 }
 
 /// Serves one client connection: its requests in order, each reply written before the next
-/// request is read.
+/// request is read. A connection that does not complete a request within [`IDLE_TIMEOUT`]
+/// of connecting or of its last reply is closed, as is one that does not read its reply.
 ///
 /// Requests are peeked off the socket and consumed only once the replies to the requests
 /// they complete are written. Consuming a client's bytes frees its send buffer, and Linux
@@ -305,7 +311,7 @@ fn listen(socket: &Path) -> anyhow::Result<(UnixListener, SocketGuard)> {
 /// reply would wake for nothing, and the daemon would pay for that wakeup (on a VM an
 /// inter-processor interrupt) before starting on the request. Consumed after the reply, they
 /// wake nobody: the reply has woken the client already. It costs one `recvfrom` more.
-async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
+async fn connection(stream: UnixStream, tx: mpsc::Sender<Cmd>) {
     let peer = match stream.peer_cred() {
         Ok(c) => Peer { uid: c.uid() },
         Err(e) => {
@@ -315,13 +321,23 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
     };
     let mut framer = Framer::default();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
     loop {
-        let n = match peek(&stream, &mut buf).await {
+        let n = match tokio::time::timeout_at(deadline, peek(&stream, &mut buf)).await {
             // Closed, possibly mid-message: the partial message is dropped with the framer.
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(n)) => n,
+            Err(_) => {
+                tracing::debug!(
+                    uid = peer.uid,
+                    partial = framer.pending(),
+                    "no whole request within {IDLE_TIMEOUT:?}; closing"
+                );
+                return;
+            }
         };
         framer.push(&buf[..n]);
+        let mut replied = false;
         loop {
             match framer.next_message() {
                 Ok(Some(msg)) => {
@@ -329,16 +345,17 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
                     let Some((reply, oneway)) = handle(&msg, peer, &tx).await else {
                         return;
                     };
-                    if !oneway && stream.write_all(&reply).await.is_err() {
+                    if !oneway && write_reply(&stream, &reply).await.is_err() {
                         return;
                     }
+                    replied = true;
                 }
                 Ok(None) => break,
                 Err(protocol::TooLarge(_)) => {
                     let reply = protocol::encode_failure(&Failure::RequestTooLarge {
                         limit: MAX_MESSAGE as u64,
                     });
-                    let _ = stream.write_all(&reply).await;
+                    let _ = write_reply(&stream, &reply).await;
                     tracing::warn!(uid = peer.uid, "request over {MAX_MESSAGE} bytes; closing");
                     return;
                 }
@@ -351,7 +368,28 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
         if consume(&stream, &mut buf, n, drained).is_err() {
             return;
         }
+        if replied {
+            deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        }
     }
+}
+
+/// Writes a reply. A client that takes none of it for [`IDLE_TIMEOUT`] is given up on
+/// (`TimedOut`): its connection would otherwise hold its slot for as long as it does not read.
+async fn write_reply(stream: &UnixStream, mut reply: &[u8]) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    while !reply.is_empty() {
+        match stream.try_write(reply) {
+            Ok(n) => reply = &reply[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                tokio::time::timeout(IDLE_TIMEOUT, stream.writable())
+                    .await
+                    .map_err(|_| std::io::Error::from(ErrorKind::TimedOut))??;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Waits for bytes from the client and copies them into `buf` without consuming them; 0 at
