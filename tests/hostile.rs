@@ -279,3 +279,51 @@ fn idle_and_half_sent_connections_are_closed() {
     // The daemon serves on.
     ok(env.run("a.sock", &["status"]));
 }
+
+/// Lets this process open `n` more files: connections in the tests below.
+fn allow_open_files(n: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let want = n + 256;
+    if soft < want {
+        let hard = hard.max(want);
+        setrlimit(Resource::RLIMIT_NOFILE, want, hard).unwrap_or_else(|e| {
+            panic!(
+                "cannot raise the open-file limit to {want} (hard limit {hard}): {e}; run as root"
+            )
+        });
+    }
+}
+
+/// 1,030 idle connections, more than the daemon's 1024 slots: `status` and `acquire`
+/// still answer at once (within 5 s: a liveness bound), because the connections that have
+/// waited longest for a request make room. They used to hang until killed.
+#[test]
+fn a_flood_of_idle_connections_locks_nobody_out() {
+    const FLOOD: usize = 1030;
+    allow_open_files(FLOOD as u64);
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let a = env.daemon("a.sock");
+    let flood: Vec<UnixStream> = (0..FLOOD)
+        .map(|_| UnixStream::connect(&a.socket).unwrap())
+        .collect();
+    let limit = Duration::from_secs(5);
+    ok(env.run_within(limit, "a.sock", &["status"]));
+    let owner = Sleeper::new();
+    ok(env.run_within(
+        limit,
+        "a.sock",
+        &["acquire", "--owner", "vm", "--pid", &owner.pid(), &disk],
+    ));
+    let st = status_json(&env, "a.sock");
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0]["owners"][0]["name"], "vm");
+    ok(env.run_within(limit, "a.sock", &["release", &disk]));
+    drop(flood);
+    wait_until("the daemon logs that its connections were full", || {
+        std::fs::read_to_string(&a.log)
+            .unwrap()
+            .contains("event=\"connections-full\"")
+    });
+}

@@ -4,7 +4,8 @@
 //! - One **table task** owns the [`Table`], the resolver and the configuration. Commands
 //!   reach it over a channel and it answers over a oneshot; nothing else touches a lease, and
 //!   it holds nothing across an await.
-//! - The accept loop, one task per connection (at most [`MAX_CLIENTS`]), and one watch task
+//! - The accept loop, one task per connection (at most [`MAX_CLIENTS`]; at the limit the one
+//!   that has waited longest for a request makes room, see `Slots`), and one watch task
 //!   per owner: it waits for the owner's pidfd to become readable (the process exited) — or,
 //!   on kernels without pidfd, polls the process start time — and tells the table task.
 //!
@@ -24,6 +25,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -147,34 +149,62 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
         std::process::id()
     ));
     let limit = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let slots = Arc::new(Slots::default());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot catch SIGTERM")?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot catch SIGINT")?;
+    let mut full_since: Option<tokio::time::Instant> = None;
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p.context("connection limit closed")?,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        };
-        tokio::select! {
+        let stream = tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        connection(stream, tx).await;
-                        drop(permit);
-                    });
-                }
+                Ok((stream, _)) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     // EMFILE and friends: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
-        }
+        };
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Every slot is taken: the connection that has waited longest for a request
+                // makes room; if all are being served, the first to finish does.
+                if full_since.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    full_since = Some(tokio::time::Instant::now());
+                    tracing::warn!(
+                        event = "connections-full",
+                        limit = MAX_CLIENTS,
+                        "all {MAX_CLIENTS} connections are open; closing those that wait \
+                         longest for a request to make room"
+                    );
+                }
+                slots.close_longest_waiting();
+                tokio::select! {
+                    p = limit.clone().acquire_owned() => p.context("connection limit closed")?,
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                }
+            }
+        };
+        let (id, waiting) = slots.open();
+        let guard = SlotGuard {
+            slots: slots.clone(),
+            id,
+            _permit: permit,
+        };
+        let tx = tx.clone();
+        let task = tokio::spawn(async move {
+            connection(stream, tx, &guard.slots, &waiting).await;
+            drop(guard);
+        });
+        // The runtime runs on this thread: the task cannot start, let alone end, before
+        // it is registered here.
+        slots.register(id, task.abort_handle());
     }
     notify("STOPPING=1");
     let (done_tx, done_rx) = oneshot::channel();
@@ -301,6 +331,103 @@ fn listen(socket: &Path) -> anyhow::Result<(UnixListener, SocketGuard)> {
     Ok((listener, guard))
 }
 
+/// The open connections, for the limit of [`MAX_CLIENTS`]: which of them are waiting for a
+/// request, and since when. When every slot is taken, a new client gets the slot of the
+/// connection that has waited longest for a request (`close_longest_waiting`), so idle
+/// connections, however many, never lock a client out; the idle timeout closes them anyway
+/// after [`IDLE_TIMEOUT`]. A connection being served (its request with the table, its reply
+/// being written) is never closed for room: the table finishes it.
+///
+/// Not a reserve of slots for `status`: the daemon cannot tell what a connection will ask
+/// before reading its request, and idle connections would fill a reserve as well.
+#[derive(Default)]
+struct Slots {
+    open: std::sync::Mutex<HashMap<u64, Slot>>,
+    next_id: AtomicU64,
+    /// Ticks each time a connection starts to wait for a request: a lower tick waited longer.
+    clock: AtomicU64,
+}
+
+struct Slot {
+    /// The tick at which the connection began to wait for a request; 0 while it is served.
+    waiting: Arc<AtomicU64>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl Slots {
+    /// A new connection's slot: its id and its waiting tick (it waits for a request).
+    fn open(&self) -> (u64, Arc<AtomicU64>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let waiting = Arc::new(AtomicU64::new(0));
+        self.waiting(&waiting);
+        let slot = Slot {
+            waiting: waiting.clone(),
+            task: None,
+        };
+        self.lock().insert(id, slot);
+        (id, waiting)
+    }
+
+    /// The task serving connection `id`, which closing it aborts.
+    fn register(&self, id: u64, task: tokio::task::AbortHandle) {
+        if let Some(slot) = self.lock().get_mut(&id) {
+            slot.task = Some(task);
+        }
+    }
+
+    /// The connection with this tick starts to wait for a request.
+    fn waiting(&self, tick: &AtomicU64) {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        tick.store(now, Ordering::Relaxed);
+    }
+
+    /// The connection with this tick has a request: it is served, and not closed for room.
+    fn serving(tick: &AtomicU64) {
+        tick.store(0, Ordering::Relaxed);
+    }
+
+    /// Closes the connection that has waited longest for a request (its task is aborted
+    /// at an await, where it holds no request; dropping it frees the slot). False when every
+    /// connection is being served.
+    fn close_longest_waiting(&self) -> bool {
+        let open = self.lock();
+        let oldest = open
+            .values()
+            .filter_map(|s| {
+                let t = s.waiting.load(Ordering::Relaxed);
+                Some((t, s.task.as_ref()?)).filter(|_| t != 0)
+            })
+            .min_by_key(|(t, _)| *t);
+        match oldest {
+            Some((_, task)) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
+        // Nothing panics while holding it; a poisoned map is still a correct map.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A connection's slot, given back when its task ends or is aborted.
+struct SlotGuard {
+    slots: Arc<Slots>,
+    id: u64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots.lock().remove(&self.id);
+    }
+}
+
 /// Serves one client connection: its requests in order, each reply written before the next
 /// request is read. A connection that does not complete a request within [`IDLE_TIMEOUT`]
 /// of connecting or of its last reply is closed, as is one that does not read its reply.
@@ -311,7 +438,7 @@ fn listen(socket: &Path) -> anyhow::Result<(UnixListener, SocketGuard)> {
 /// reply would wake for nothing, and the daemon would pay for that wakeup (on a VM an
 /// inter-processor interrupt) before starting on the request. Consumed after the reply, they
 /// wake nobody: the reply has woken the client already. It costs one `recvfrom` more.
-async fn connection(stream: UnixStream, tx: mpsc::Sender<Cmd>) {
+async fn connection(stream: UnixStream, tx: mpsc::Sender<Cmd>, slots: &Slots, waiting: &AtomicU64) {
     let peer = match stream.peer_cred() {
         Ok(c) => Peer { uid: c.uid() },
         Err(e) => {
@@ -341,6 +468,7 @@ async fn connection(stream: UnixStream, tx: mpsc::Sender<Cmd>) {
         loop {
             match framer.next_message() {
                 Ok(Some(msg)) => {
+                    Slots::serving(waiting);
                     // None: not a Varlink call, a protocol error; the connection ends.
                     let Some((reply, oneway)) = handle(&msg, peer, &tx).await else {
                         return;
@@ -370,6 +498,7 @@ async fn connection(stream: UnixStream, tx: mpsc::Sender<Cmd>) {
         }
         if replied {
             deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+            slots.waiting(waiting);
         }
     }
 }
@@ -1210,6 +1339,39 @@ mod tests {
         let bytes = protocol::encode_failure(&f);
         let reply: protocol::Reply = serde_json::from_slice(&bytes[..bytes.len() - 1]).unwrap();
         assert_eq!(Failure::from_reply(&reply), Some(f));
+    }
+
+    /// At the limit, the connection that has waited longest for a request is closed; one
+    /// being served never is.
+    #[test]
+    fn the_longest_waiting_connection_makes_room() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let slots = Slots::default();
+            let mut tasks = Vec::new();
+            let mut ticks = Vec::new();
+            for _ in 0..3 {
+                let (id, tick) = slots.open();
+                let task = tokio::spawn(std::future::pending::<()>());
+                slots.register(id, task.abort_handle());
+                tasks.push(task);
+                ticks.push(tick);
+            }
+            // The first is being served; the third was served and waits again, since after
+            // the second began to.
+            Slots::serving(&ticks[0]);
+            slots.waiting(&ticks[2]);
+            assert!(slots.close_longest_waiting());
+            tokio::task::yield_now().await;
+            let ended: Vec<bool> = tasks.iter().map(|t| t.is_finished()).collect();
+            assert_eq!(ended, [false, true, false]);
+            // In the daemon the aborted task's guard gives its slot back.
+            slots.lock().remove(&1);
+            Slots::serving(&ticks[2]);
+            assert!(!slots.close_longest_waiting(), "all are being served");
+        });
     }
 
     #[test]
