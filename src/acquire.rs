@@ -141,7 +141,7 @@ pub fn call<T: serde::de::DeserializeOwned>(
     req: &Request,
 ) -> anyhow::Result<Result<T, Code>> {
     let socket = s.socket()?;
-    let result = Client::connect(socket).and_then(|mut c| c.call(req));
+    let result = Client::connect(socket, s.timeout).and_then(|mut c| c.call(req));
     Ok(match result {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(f)) => Err(refused(&f)),

@@ -61,7 +61,7 @@ pub fn run(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     if !args.no_daemon
         && let Some(socket) = s.socket.as_deref()
     {
-        match Client::connect(socket) {
+        match Client::connect(socket, s.timeout) {
             Ok(client) => return through_daemon(s, client, &disks, owner, &args.pr, command),
             Err(ClientError::NotRunning { .. }) => {
                 tracing::info!(socket = %socket.display(), "no daemon: holding the leases in this process");

@@ -18,6 +18,8 @@ pub struct Settings {
     /// The daemon's socket: `--socket`, else the default for this user (`None` for a user
     /// without XDG_RUNTIME_DIR).
     pub socket: Option<PathBuf>,
+    /// How long a client waits for the daemon (`--timeout`): to connect, to send, to reply.
+    pub timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -59,6 +61,7 @@ impl Settings {
             cwd,
             files_read,
             socket,
+            timeout: std::time::Duration::from_secs(args.timeout),
         })
     }
 

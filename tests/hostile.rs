@@ -327,3 +327,54 @@ fn a_flood_of_idle_connections_locks_nobody_out() {
             .contains("event=\"connections-full\"")
     });
 }
+
+/// The CLI waits for a daemon for --timeout seconds at most, then says which socket and
+/// what timed out, and exits 1. It used to wait for ever: for the reply of a daemon that
+/// never answers, and to connect to one whose connection queue is full.
+#[test]
+fn the_cli_gives_up_on_a_daemon_that_does_not_answer() {
+    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    let env = Env::new();
+    // Listens, never accepts: a connection gets in, its request is never read.
+    let _mute = std::os::unix::net::UnixListener::bind(env.path("mute.sock")).unwrap();
+    // Listens with a queue of one connection, which is taken: connect waits.
+    let full = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&full),
+        &UnixAddr::new(&env.path("full.sock")).unwrap(),
+    )
+    .unwrap();
+    nix::sys::socket::listen(&full, Backlog::new(0).unwrap()).unwrap();
+    let _queued = UnixStream::connect(env.path("full.sock")).unwrap();
+    for (sock, what) in [
+        ("mute.sock", "waiting for the reply of"),
+        ("full.sock", "connecting to"),
+    ] {
+        for args in [
+            &["--timeout", "1", "status"][..],
+            &["--timeout", "1", "acquire", "/x.img"],
+            &["--timeout", "1", "run", "--disk", "/x.img", "--", "true"],
+        ] {
+            let o = env.run_within(Duration::from_secs(20), sock, args);
+            assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+            let err = stderr(&o);
+            assert_eq!(
+                err,
+                format!(
+                    "disklock: timed out after 1 s {what} the daemon at {} (--timeout)\n",
+                    env.path(sock).display()
+                ),
+                "{args:?}"
+            );
+        }
+    }
+    let o = env.run("mute.sock", &["--timeout", "0", "status"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_stderr_has(&o, "--timeout");
+}
