@@ -46,7 +46,8 @@ pub struct Cli {
     pub socket: Option<PathBuf>,
 
     /// How long to wait for the daemon, in seconds: to connect, to send a request and for
-    /// its reply, each. A command that gives up exits 1.
+    /// its reply, each. A command that gives up exits 1; the daemon gives back what an
+    /// acquire took when it cannot deliver the reply.
     #[arg(
         long,
         global = true,

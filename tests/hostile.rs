@@ -378,3 +378,96 @@ fn the_cli_gives_up_on_a_daemon_that_does_not_answer() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert_stderr_has(&o, "--timeout");
 }
+
+/// A raw Acquire of `disk` for `owner`'s process, as exclusive.
+fn acquire_call(disk: &str, owner: &Sleeper, uuid: &str) -> Vec<u8> {
+    call(
+        "io.disklock.Lease.Acquire",
+        serde_json::json!({
+            "disks": [{"path": disk, "mode": "exclusive"}],
+            "owner": {"name": "vm", "uuid": uuid, "pid": owner.0.id()},
+        }),
+    )
+}
+
+/// Sends SIGSTOP or SIGCONT to the daemon.
+fn signal(d: &Daemon, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(d.child.id()).unwrap());
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
+
+/// An Acquire whose caller hangs up before the daemon gets to it is not carried out: it
+/// used to be, leaving the disk leased for an owner whose caller saw a failure. The daemon
+/// is stopped (SIGSTOP) while the caller connects, sends its request and closes.
+#[test]
+fn an_acquire_whose_caller_hung_up_is_not_carried_out() {
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let a = env.daemon("a.sock");
+    let owner = Sleeper::new();
+    signal(&a, nix::sys::signal::Signal::SIGSTOP);
+    {
+        let mut s = UnixStream::connect(&a.socket).unwrap();
+        s.write_all(&acquire_call(&disk, &owner, "u-gone")).unwrap();
+    }
+    signal(&a, nix::sys::signal::Signal::SIGCONT);
+    wait_until("the daemon has read the request", || {
+        let log = std::fs::read_to_string(&a.log).unwrap();
+        log.contains("event=\"abandoned\"") || log.contains("event=\"acquire\"")
+    });
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(!log.contains("event=\"acquire\""), "{log}");
+    assert!(status_json(&env, "a.sock").is_empty());
+    assert_eq!(env.lease_files(), 0);
+}
+
+/// An Acquire whose reply cannot be delivered gives back what it took: its caller saw a
+/// failure. The caller here shuts down its reading half before it sends the request, so
+/// the daemon finds it connected, takes the lease, and fails to write the reply (EPIPE).
+/// The lease used to stay held.
+#[test]
+fn an_acquire_whose_reply_is_undelivered_is_undone() {
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let a = env.daemon("a.sock");
+    let owner = Sleeper::new();
+    let mut s = UnixStream::connect(&a.socket).unwrap();
+    s.shutdown(std::net::Shutdown::Read).unwrap();
+    s.write_all(&acquire_call(&disk, &owner, "u-deaf")).unwrap();
+    wait_until("the lease is given back", || {
+        std::fs::read_to_string(&a.log)
+            .unwrap()
+            .contains("cause=\"reply-undelivered\"")
+    });
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(
+        log.contains("event=\"acquire\""),
+        "it was taken first: {log}"
+    );
+    assert!(status_json(&env, "a.sock").is_empty());
+    assert_eq!(env.lease_files(), 0);
+    // Its owner can take it again, and its watch was dropped with it.
+    ok(env.run(
+        "a.sock",
+        &["acquire", "--uuid", "u-deaf", "--pid", &owner.pid(), &disk],
+    ));
+}
+
+/// A caller that sends its Acquire and then shuts down only its writing half (as `socat`
+/// does at the end of its input) is still there: it gets its reply and its lease.
+#[test]
+fn a_caller_that_only_stops_writing_is_served() {
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let a = env.daemon("a.sock");
+    let owner = Sleeper::new();
+    signal(&a, nix::sys::signal::Signal::SIGSTOP);
+    let mut s = UnixStream::connect(&a.socket).unwrap();
+    s.write_all(&acquire_call(&disk, &owner, "u-half")).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    signal(&a, nix::sys::signal::Signal::SIGCONT);
+    let v = read_reply(&mut s);
+    assert!(v["error"].is_null(), "{v}");
+    assert_eq!(v["parameters"]["leases"][0]["owners"][0]["uuid"], "u-half");
+    assert_eq!(status_json(&env, "a.sock").len(), 1);
+}

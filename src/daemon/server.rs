@@ -15,8 +15,12 @@
 //! thread, which halves its latency (measured with `cargo bench --bench lease`).
 //!
 //! Messages are bounded ([`MAX_MESSAGE`]); a client that disconnects mid-message leaves
-//! nothing behind; a reply that cannot be delivered does not undo the request (the owner's
-//! death does).
+//! nothing behind. No lease is left held for a caller that saw its acquire fail: an
+//! `Acquire` whose caller hung up before the table task got to it is not carried out
+//! (`hung_up`), and one whose reply cannot be written is undone (`Table::undo`). A reply
+//! that reaches the caller's socket just before the caller gives up counts as delivered;
+//! the owner's death releases what it holds then. Other requests are carried out whoever
+//! waits for them: a release leaves nothing held either way.
 
 // A `Failure` is built once per refused request; its size does not matter.
 #![allow(clippy::result_large_err)]
@@ -39,7 +43,7 @@ use super::protocol::{
     Rejected, Request, VersionReply,
 };
 use super::table::{
-    AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, Table, Target,
+    AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, Table, Target, Undo,
 };
 use crate::exit::{Code, chain_std};
 use crate::lockspace::{HostIdentity, LeaseError, Mode, Owner, Released};
@@ -70,9 +74,13 @@ enum Cmd {
     Request {
         req: Request,
         peer: Peer,
-        /// The encoded reply (JSON and its NUL).
-        reply: oneshot::Sender<Vec<u8>>,
+        /// The caller's connection, for an `Acquire` that wants a reply: the table task
+        /// looks whether the caller is still there before it takes anything for it.
+        caller: Option<Arc<UnixStream>>,
+        reply: oneshot::Sender<Answer>,
     },
+    /// An acquire's reply could not be written: give back what it took.
+    Undelivered(Undo),
     OwnerDied {
         uuid: String,
         pid: u32,
@@ -82,6 +90,15 @@ enum Cmd {
     },
     /// Time to check the reservations held (every `pr_check_interval`).
     CheckReservations,
+}
+
+/// The table task's answer to a request.
+enum Answer {
+    /// The encoded reply (JSON and its NUL) and, for an acquire that took leases, what gives
+    /// them back if the reply cannot be delivered.
+    Reply { bytes: Vec<u8>, undo: Option<Undo> },
+    /// The caller hung up before its request was served: nothing was done, no reply.
+    CallerGone,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -439,6 +456,8 @@ impl Drop for SlotGuard {
 /// inter-processor interrupt) before starting on the request. Consumed after the reply, they
 /// wake nobody: the reply has woken the client already. It costs one `recvfrom` more.
 async fn connection(stream: UnixStream, tx: mpsc::Sender<Cmd>, slots: &Slots, waiting: &AtomicU64) {
+    // Shared with the table task while it serves an acquire (`Cmd::Request::caller`).
+    let stream = Arc::new(stream);
     let peer = match stream.peer_cred() {
         Ok(c) => Peer { uid: c.uid() },
         Err(e) => {
@@ -469,11 +488,15 @@ async fn connection(stream: UnixStream, tx: mpsc::Sender<Cmd>, slots: &Slots, wa
             match framer.next_message() {
                 Ok(Some(msg)) => {
                     Slots::serving(waiting);
-                    // None: not a Varlink call, a protocol error; the connection ends.
-                    let Some((reply, oneway)) = handle(&msg, peer, &tx).await else {
+                    // None: not a Varlink call (a protocol error), or the caller is gone.
+                    let Some(served) = handle(&msg, peer, &stream, &tx).await else {
                         return;
                     };
-                    if !oneway && write_reply(&stream, &reply).await.is_err() {
+                    if !served.oneway && write_reply(&stream, &served.reply).await.is_err() {
+                        // The caller sees a failure: it must not hold what it never heard of.
+                        if let Some(undo) = served.undo {
+                            let _ = tx.send(Cmd::Undelivered(undo)).await;
+                        }
                         return;
                     }
                     replied = true;
@@ -586,9 +609,24 @@ fn consume(
     }
 }
 
-/// Answers one message; the reply comes encoded (JSON and its NUL), with whether the call
-/// was oneway (no reply to send). None for a message that is no Varlink call.
-async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> Option<(Vec<u8>, bool)> {
+/// A message answered.
+struct Served {
+    /// The reply, encoded (JSON and its NUL).
+    reply: Vec<u8>,
+    /// The call was oneway: no reply to send.
+    oneway: bool,
+    /// For an acquire that took leases: what gives them back if the reply is not delivered.
+    undo: Option<Undo>,
+}
+
+/// Answers one message. None for a message that is no Varlink call, and for an acquire
+/// whose caller hung up before it was served.
+async fn handle(
+    msg: &[u8],
+    peer: Peer,
+    stream: &Arc<UnixStream>,
+    tx: &mpsc::Sender<Cmd>,
+) -> Option<Served> {
     let (req, oneway) = match Request::decode(msg) {
         Ok(r) => r,
         Err(Rejected::NotACall(why)) => {
@@ -609,9 +647,15 @@ async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> Option<(Vec<u
             if let (Failure::InvalidParameter { parameter }, Some(why)) = (&failure, why) {
                 log_invalid(peer, parameter, &why);
             }
-            return Some((protocol::encode_failure(&failure), oneway));
+            let reply = protocol::encode_failure(&failure);
+            return Some(Served {
+                reply,
+                oneway,
+                undo: None,
+            });
         }
     };
+    let mut undo = None;
     let reply = match req {
         Request::Version => protocol::encode_ok(&VersionReply {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -624,20 +668,45 @@ async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> Option<(Vec<u
         },
         req => {
             let (reply_tx, reply_rx) = oneshot::channel();
+            // A oneway caller need not wait for its acquire: it is carried out regardless.
+            let caller = (!oneway && matches!(req, Request::Acquire(_))).then(|| stream.clone());
             let sent = tx
                 .send(Cmd::Request {
                     req,
                     peer,
+                    caller,
                     reply: reply_tx,
                 })
                 .await;
             match (sent, reply_rx.await) {
-                (Ok(()), Ok(r)) => r,
+                (Ok(()), Ok(Answer::Reply { bytes, undo: u })) => {
+                    undo = u;
+                    bytes
+                }
+                (Ok(()), Ok(Answer::CallerGone)) => return None,
                 _ => protocol::encode_failure(&Failure::ShuttingDown {}),
             }
         }
     };
-    Some((reply, oneway))
+    Some(Served {
+        reply,
+        oneway,
+        undo,
+    })
+}
+
+/// Whether the caller on `conn` has hung up: it closed its end (or shut down both
+/// directions), which the kernel reports as POLLHUP, or the connection failed (POLLERR).
+/// One `poll` that does not wait. A caller that only shut down its writing half, having
+/// sent its request, still gets its reply.
+fn hung_up(conn: &UnixStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd as _;
+    let mut fds = [PollFd::new(conn.as_fd(), PollFlags::empty())];
+    nix::poll::poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 /// Logs why a parameter was refused (the `InvalidParameter` error names only the parameter).
@@ -722,10 +791,17 @@ async fn table_task(
     };
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            Cmd::Request { req, peer, reply } => {
-                let r = shell.request(req, peer);
-                // The client may be gone; its owner's death releases what it took.
-                let _ = reply.send(r);
+            Cmd::Request {
+                req,
+                peer,
+                caller,
+                reply,
+            } => {
+                let answer = shell.request(req, peer, caller.as_deref());
+                if let Err(Answer::Reply { undo: Some(u), .. }) = reply.send(answer) {
+                    // The connection task is gone: the reply cannot be delivered.
+                    shell.undelivered(u);
+                }
                 // Let the connection task write the reply, then write the new leases' holder
                 // records, start owner watches and log the events. Commands wait in the
                 // channel meanwhile.
@@ -733,6 +809,7 @@ async fn table_task(
                 shell.table.settle();
                 shell.effects();
             }
+            Cmd::Undelivered(u) => shell.undelivered(u),
             Cmd::OwnerDied { uuid, pid } => shell.owner_died(&uuid, pid),
             Cmd::CheckReservations => shell.check_reservations(),
             Cmd::Shutdown { done } => {
@@ -803,14 +880,48 @@ impl Shell {
         }
     }
 
-    fn request(&mut self, req: Request, peer: Peer) -> Vec<u8> {
+    /// Gives back what an acquire took: its reply could not be delivered.
+    fn undelivered(&mut self, undo: Undo) {
+        let owner = undo.owner().to_owned();
+        if !self.table.undo(undo) {
+            tracing::info!(
+                event = "reply-undelivered",
+                owner_uuid = owner.as_str(),
+                "an acquire's reply was not delivered; its leases stay, as the owner has \
+                 acquired again since or is gone"
+            );
+        }
+        self.effects();
+    }
+
+    /// Serves a request; `caller` is the connection of an acquire that wants its reply.
+    fn request(&mut self, req: Request, peer: Peer, caller: Option<&UnixStream>) -> Answer {
         let result = match req {
-            Request::Acquire(p) => self.acquire(p, peer).map(|(ids, skipped)| {
-                protocol::encode_ok(&LeasesReply {
-                    leases: self.table.listing(Some(&ids)),
-                    skipped: Some(&skipped),
-                })
-            }),
+            Request::Acquire(p) => {
+                // Taking leases (or another host's reservation) for a caller that has given
+                // up would leave them held for someone who saw a failure.
+                if caller.is_some_and(hung_up) {
+                    tracing::info!(
+                        event = "abandoned",
+                        uid = peer.uid,
+                        owner = &*bounded(&p.owner.name),
+                        disks = p.disks.len(),
+                        "not acquiring: the caller hung up before it was served"
+                    );
+                    return Answer::CallerGone;
+                }
+                let result = self.acquire(p, peer).map(|(ids, skipped)| {
+                    protocol::encode_ok(&LeasesReply {
+                        leases: self.table.listing(Some(&ids)),
+                        skipped: Some(&skipped),
+                    })
+                });
+                let undo = self.table.take_undo();
+                return Answer::Reply {
+                    bytes: result.unwrap_or_else(|f| protocol::encode_failure(&f)),
+                    undo,
+                };
+            }
             Request::Release(p) => {
                 let targets: Vec<(String, LeaseId)> = p
                     .disks
@@ -847,7 +958,10 @@ impl Shell {
                 })
             }
         };
-        result.unwrap_or_else(|f| protocol::encode_failure(&f))
+        Answer::Reply {
+            bytes: result.unwrap_or_else(|f| protocol::encode_failure(&f)),
+            undo: None,
+        }
     }
 
     /// The lease a disk names: the held lease taken under that exact name (when one was),

@@ -251,6 +251,8 @@ struct OwnerEntry {
     owner: Arc<Owner>,
     uid: u32,
     leases: Vec<Arc<LeaseId>>,
+    /// The serial of the last acquire that succeeded for this owner ([`Undo`]).
+    last_acquire: u64,
 }
 
 /// Something for the I/O shell to do.
@@ -283,6 +285,8 @@ pub enum Cause {
     Shutdown,
     /// A multi-disk acquire failed part way and gave back what it took.
     Rollback,
+    /// The acquire's reply could not be delivered: its caller saw a failure.
+    Undelivered,
 }
 
 impl Cause {
@@ -293,6 +297,7 @@ impl Cause {
             Cause::OwnerDied => "owner-died",
             Cause::Shutdown => "shutdown",
             Cause::Rollback => "rollback",
+            Cause::Undelivered => "reply-undelivered",
         }
     }
 }
@@ -520,6 +525,24 @@ pub struct ReleaseOutcome {
     pub not_held: Vec<String>,
 }
 
+/// What gives back the leases an acquire took when its reply never reached the caller
+/// ([`Table::take_undo`], [`Table::undo`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undo {
+    uuid: String,
+    /// The acquire's serial: an undo applies only while it is the owner's last acquire.
+    serial: u64,
+    /// The leases it took (not those the owner held already).
+    taken: Vec<Arc<LeaseId>>,
+}
+
+impl Undo {
+    /// The owner's uuid.
+    pub fn owner(&self) -> &str {
+        &self.uuid
+    }
+}
+
 /// Which owners to release.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnerSelector {
@@ -543,6 +566,10 @@ pub struct Table<B: Backend> {
     effects: Vec<Effect>,
     /// Leases taken since the last [`Table::settle`].
     unsettled: Vec<Arc<LeaseId>>,
+    /// Successful acquires so far: the serial of the next [`Undo`].
+    acquires: u64,
+    /// The undo of the last acquire, until taken.
+    undo: Option<Undo>,
 }
 
 /// The held leases first taken under one disk name.
@@ -565,6 +592,8 @@ impl<B: Backend> Table<B> {
             owners: BTreeMap::new(),
             unsettled: Vec::new(),
             effects: Vec::new(),
+            acquires: 0,
+            undo: None,
         }
     }
 
@@ -712,6 +741,7 @@ impl<B: Backend> Table<B> {
     /// Takes every target for `req.owner`, or none of them; returns the leases it names, in
     /// request order (see [`Table::listing`]).
     pub fn acquire(&mut self, req: AcquireRequest, now: u64) -> Result<Vec<Arc<LeaseId>>, Refusal> {
+        self.undo = None;
         let AcquireRequest {
             targets,
             owner,
@@ -774,7 +804,14 @@ impl<B: Backend> Table<B> {
                 }
             }
         }
+        self.acquires += 1;
+        let serial = self.acquires;
         if !taken.is_empty() {
+            self.undo = Some(Undo {
+                uuid: owner.uuid.clone(),
+                serial,
+                taken: taken.clone(),
+            });
             if !self.owners.contains_key(&owner.uuid) {
                 self.effects.push(Effect::Watch {
                     uuid: owner.uuid.clone(),
@@ -786,6 +823,7 @@ impl<B: Backend> Table<B> {
                         owner: owner.clone(),
                         uid: owner_uid,
                         leases: Vec::new(),
+                        last_acquire: serial,
                     },
                 );
             }
@@ -793,7 +831,39 @@ impl<B: Backend> Table<B> {
                 entry.leases.extend(taken);
             }
         }
+        // Even an acquire that took nothing new told its caller that the owner holds these
+        // leases: an earlier acquire's undo must not take them away any more.
+        if let Some(entry) = self.owners.get_mut(&owner.uuid) {
+            entry.last_acquire = serial;
+        }
         Ok(ids)
+    }
+
+    /// The undo of the last [`Table::acquire`], if it succeeded and took any lease: for the
+    /// shell to keep until the reply is delivered.
+    pub fn take_undo(&mut self) -> Option<Undo> {
+        self.undo.take()
+    }
+
+    /// Gives back what an acquire took, because its reply never reached its caller (who saw
+    /// a failure, and must not be left holding leases it does not know of). Nothing is
+    /// given back once the owner has acquired again since (that caller was told it holds
+    /// them) or has gone; leases it released since are already gone. False when nothing
+    /// was given back for that reason.
+    pub fn undo(&mut self, undo: Undo) -> bool {
+        let Undo {
+            uuid,
+            serial,
+            taken,
+        } = undo;
+        if self.owners.get(&uuid).map(|o| o.last_acquire) != Some(serial) {
+            return false;
+        }
+        for id in taken.iter().rev() {
+            self.drop_owner_from_lease(id, &uuid, Cause::Undelivered);
+            self.drop_lease_from_owner(&uuid, id);
+        }
+        true
     }
 
     fn refuse_all(&mut self, targets: &[Target], owner: &Owner, refusal: Refusal) -> Refusal {
@@ -1556,9 +1626,64 @@ mod tests {
         assert_eq!(t.lease_named("/disk1"), None);
     }
 
+    /// An acquire whose reply cannot be delivered gives back what it took, and only that;
+    /// an owner it alone registered goes; an acquire since keeps it.
+    #[test]
+    fn an_undelivered_acquire_gives_back_what_it_took() {
+        let released = |e: &[Effect]| -> Vec<LeaseId> {
+            e.iter()
+                .filter_map(|e| match e {
+                    Effect::Log(Event::Released {
+                        lease,
+                        cause: Cause::Undelivered,
+                        ..
+                    }) => Some((**lease).clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut t = table();
+        t.acquire(req(1, &[1], Mode::Exclusive), 1).unwrap();
+        assert!(t.take_undo().is_some(), "delivered: dropped");
+        // Disk 1 was held already: only disk 2 goes back, and the owner stays.
+        t.acquire(req(1, &[1, 2], Mode::Exclusive), 2).unwrap();
+        let u = t.take_undo().unwrap();
+        t.take_effects();
+        assert!(t.undo(u));
+        let e = t.take_effects();
+        assert_eq!(released(&e), vec![id(2)]);
+        assert!(!e.iter().any(|e| matches!(e, Effect::Unwatch { .. })));
+        assert_eq!(t.backend().ours.keys().collect::<Vec<_>>(), vec![&id(1)]);
+        // A shared lease it joined: only its hold goes, the lock stays for the other owner.
+        t.acquire(req(2, &[3], Mode::Shared), 3).unwrap();
+        t.acquire(req(3, &[3], Mode::Shared), 3).unwrap();
+        let u = t.take_undo().unwrap();
+        t.take_effects();
+        assert!(t.undo(u));
+        let e = t.take_effects();
+        assert_eq!(released(&e), vec![id(3)]);
+        assert!(e.contains(&Effect::Unwatch {
+            uuid: "uuid-3".into()
+        }));
+        assert!(!t.owners.contains_key("uuid-3"));
+        assert_eq!(t.views(&[Arc::new(id(3))])[0].owners, vec![owner(2)]);
+        // The owner acquired again since (its caller was told it holds the disk): kept.
+        t.acquire(req(4, &[4], Mode::Exclusive), 4).unwrap();
+        let u = t.take_undo().unwrap();
+        t.acquire(req(4, &[4], Mode::Exclusive), 5).unwrap();
+        assert_eq!(t.take_undo(), None, "it took nothing new");
+        assert!(!t.undo(u));
+        assert!(t.backend().ours.contains_key(&id(4)));
+        // A refused acquire leaves no undo.
+        t.backend.elsewhere.insert(id(5), Mode::Exclusive);
+        assert!(t.acquire(req(5, &[6, 5], Mode::Exclusive), 6).is_err());
+        assert_eq!(t.take_undo(), None);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
-        Acquire(u32, Vec<u32>, bool),
+        /// Owner, keys, shared, and whether the reply is undelivered (undone).
+        Acquire(u32, Vec<u32>, bool, bool),
         Release(Option<u32>, Vec<u32>),
         ReleaseOwner(u32),
         Died(u32),
@@ -1571,7 +1696,8 @@ mod tests {
         let k = 0u32..6;
         let keys = proptest::collection::vec(k.clone(), 1..4);
         prop_oneof![
-            4 => (o.clone(), keys.clone(), any::<bool>()).prop_map(|(o, k, s)| Op::Acquire(o, k, s)),
+            4 => (o.clone(), keys.clone(), any::<bool>(), proptest::bool::weighted(0.2))
+                .prop_map(|(o, k, s, u)| Op::Acquire(o, k, s, u)),
             2 => (proptest::option::of(o.clone()), keys).prop_map(|(o, k)| Op::Release(o, k)),
             1 => o.clone().prop_map(Op::ReleaseOwner),
             1 => o.prop_map(Op::Died),
@@ -1648,7 +1774,7 @@ mod tests {
             for (now, op) in ops.into_iter().enumerate() {
                 let now = now as u64;
                 match op {
-                    Op::Acquire(o, keys, shared) => {
+                    Op::Acquire(o, keys, shared, undelivered) => {
                         let before: Vec<LeaseView> = t.status();
                         let r = t.acquire(req(o, &keys, mode(shared)), now);
                         match r {
@@ -1658,6 +1784,12 @@ mod tests {
                                     prop_assert!(e.owners.contains_key(&owner(o).uuid));
                                 }
                                 prop_assert!(!views.is_empty());
+                                if let Some(u) = t.take_undo().filter(|_| undelivered) {
+                                    prop_assert!(t.undo(u));
+                                    // What the owner held before it still holds; the rest
+                                    // is as before the acquire.
+                                    prop_assert_eq!(before, t.status());
+                                }
                             }
                             // All or nothing: a refusal leaves the table as it was.
                             Err(_) => prop_assert_eq!(before, t.status()),
