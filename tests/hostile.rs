@@ -471,3 +471,73 @@ fn a_caller_that_only_stops_writing_is_served() {
     assert_eq!(v["parameters"]["leases"][0]["owners"][0]["uuid"], "u-half");
     assert_eq!(status_json(&env, "a.sock").len(), 1);
 }
+
+/// With the socket opened to others, a client that is not root leases only disks it could
+/// open itself (read, and write for an exclusive lease), and learns nothing of paths it
+/// cannot reach: one that does not exist gets the same answer. It used to lease anything,
+/// /etc/shadow included, and tell existing paths from missing ones.
+#[test]
+fn a_client_that_is_not_root_leases_only_what_it_could_open() {
+    let env = Env::new();
+    let mine = env.disk("mine.img");
+    chmod(std::path::Path::new(&mine), 0o666);
+    let readable = env.disk("readable.img");
+    std::fs::create_dir(env.path("private")).unwrap();
+    let behind = env.path("private/open.img");
+    std::fs::write(&behind, b"").unwrap();
+    chmod(&behind, 0o666);
+    chmod(&env.path("private"), 0o700);
+    let link = env.path("link.img");
+    std::os::unix::fs::symlink(&behind, &link).unwrap();
+    let _a = env.daemon_open_to_others("a.sock");
+    let owner = Sleeper::nobody();
+    let pid = owner.pid();
+    let refused = |disk: &str, shared: bool| -> String {
+        let mut args = vec!["acquire", "--owner", "n", "--pid", &pid, disk];
+        if shared {
+            args.insert(1, "--shared");
+        }
+        let o = as_nobody(&env, "a.sock", &args);
+        assert_eq!(code(&o), 1, "{disk}: {}", stderr(&o));
+        stderr(&o).replace(disk, "DISK")
+    };
+    let rw = "disklock: permission denied: uid 65534 cannot open DISK for reading and writing, \
+              or it does not exist\n";
+    let r = rw.replace("reading and writing", "reading");
+    assert_eq!(refused("/etc/shadow", false), rw);
+    assert_eq!(refused("/etc/shadow", true), r);
+    // What does not exist is refused in the same words.
+    assert_eq!(refused("/etc/no-such-disk.img", false), rw);
+    assert_eq!(refused("/etc/no-such-dir/x.img", true), r);
+    // A directory it cannot search hides what is in it, named directly or by a link.
+    assert_eq!(refused(behind.to_str().unwrap(), true), r);
+    assert_eq!(refused(link.to_str().unwrap(), true), r);
+    // Read-only for it: shared, not exclusive.
+    assert_eq!(refused(&readable, false), rw);
+    assert!(status_json(&env, "a.sock").is_empty());
+    assert_eq!(env.lease_files(), 0);
+    ok(as_nobody(
+        &env,
+        "a.sock",
+        &[
+            "acquire", "--shared", "--owner", "n", "--pid", &pid, &readable,
+        ],
+    ));
+    ok(as_nobody(
+        &env,
+        "a.sock",
+        &["acquire", "--owner", "n", "--pid", &pid, &mine],
+    ));
+    assert_eq!(status_json(&env, "a.sock").len(), 2);
+    // Root leases what it likes.
+    let root_owner = Sleeper::new();
+    ok(env.run(
+        "a.sock",
+        &[
+            "acquire",
+            "--pid",
+            &root_owner.pid(),
+            link.to_str().unwrap(),
+        ],
+    ));
+}

@@ -36,6 +36,7 @@ use anyhow::Context as _;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::access;
 use super::log::bounded;
 use super::pr_layer::{self, Plan, PrBackend};
 use super::protocol::{
@@ -68,6 +69,9 @@ pub const IDLE_WATCHES: usize = 256;
 #[derive(Debug, Clone, Copy)]
 struct Peer {
     uid: u32,
+    gid: u32,
+    /// The process that connected, if the kernel could name it in our pid namespace.
+    pid: Option<i32>,
 }
 
 enum Cmd {
@@ -459,7 +463,11 @@ async fn connection(stream: UnixStream, tx: mpsc::Sender<Cmd>, slots: &Slots, wa
     // Shared with the table task while it serves an acquire (`Cmd::Request::caller`).
     let stream = Arc::new(stream);
     let peer = match stream.peer_cred() {
-        Ok(c) => Peer { uid: c.uid() },
+        Ok(c) => Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid(),
+        },
         Err(e) => {
             tracing::warn!(error = %e, "cannot read peer credentials; closing");
             return;
@@ -1036,6 +1044,8 @@ impl Shell {
         };
         let mut targets = Vec::with_capacity(disks.len());
         let mut skipped = Vec::new();
+        // A client that is not root names only disks it could open itself.
+        let creds = (peer.uid != 0).then(|| access::Creds::of_peer(peer.uid, peer.gid, peer.pid));
         for d in &disks {
             let mode = match d.mode {
                 DiskMode::Exclusive => Mode::Exclusive,
@@ -1046,30 +1056,20 @@ impl Shell {
                     continue;
                 }
             };
-            match resolve_with(&self.settings, &d.path, mode) {
+            let resolved = resolve_with(&self.settings, &d.path, mode);
+            if let Some(c) = &creds
+                && let Err(f) = self.reachable(&d.path, &resolved, mode, c)
+            {
+                return Err(self.refuse_disk(&d.path, &owner, f));
+            }
+            match resolved {
                 Ok((t, r)) => {
                     if let Some(plan) = self.pr_plan(&t, &r, pr, preempt, peer)? {
                         self.table.backend_mut().plan(t.key.clone(), plan);
                     }
                     targets.push(t);
                 }
-                Err(f) => {
-                    self.table.backend_mut().clear_plans();
-                    let reason = match &f {
-                        Failure::UnknownDisk { reason, .. } => reason.clone(),
-                        f => f.to_string(),
-                    };
-                    tracing::warn!(
-                        event = "refuse",
-                        disk = &*bounded(&d.path),
-                        owner = owner.name.as_str(),
-                        owner_uuid = owner.uuid.as_str(),
-                        reason = &*bounded(without_disk(&reason, &d.path)),
-                        "refused a lease for {}",
-                        owner.name
-                    );
-                    return Err(f);
-                }
+                Err(f) => return Err(self.refuse_disk(&d.path, &owner, f)),
             }
         }
         let result = self.table.acquire(
@@ -1084,6 +1084,58 @@ impl Shell {
         self.table.backend_mut().clear_plans();
         let leases = result.map_err(failure)?;
         Ok((leases, skipped))
+    }
+
+    /// Whether a client that is not root (`creds`) may name this disk: it could open what it
+    /// resolved to (read, and write for an exclusive lease). The disk it could not open and
+    /// the disk that does not exist get the same refusal, so that the answer does not tell
+    /// which; a disk it can reach but not resolve gets the resolver's reason.
+    fn reachable(
+        &self,
+        disk: &str,
+        resolved: &Result<(Target, disklock_naming::Resolution), Failure>,
+        mode: Mode,
+        creds: &access::Creds,
+    ) -> Result<(), Failure> {
+        let root = self.settings.resolver.root();
+        let (want, what) = match mode {
+            Mode::Exclusive => (access::READ | access::WRITE, "reading and writing"),
+            Mode::Shared => (access::READ, "reading"),
+        };
+        let may = match resolved {
+            Ok((_, r)) => access::may_open(root, &r.path, creds, want),
+            // Not absolute: refused for that, whether it exists or not.
+            Err(_) if !disk.starts_with('/') => true,
+            Err(_) => access::may_open(root, Path::new(disk), creds, want),
+        };
+        if may {
+            return Ok(());
+        }
+        Err(Failure::PermissionDenied {
+            reason: format!(
+                "uid {} cannot open {disk} for {what}, or it does not exist",
+                creds.uid
+            ),
+        })
+    }
+
+    /// Logs the refusal of an acquire for one of its disks; the refusal.
+    fn refuse_disk(&mut self, disk: &str, owner: &crate::lockspace::Owner, f: Failure) -> Failure {
+        self.table.backend_mut().clear_plans();
+        let reason = match &f {
+            Failure::UnknownDisk { reason, .. } => reason.clone(),
+            f => f.to_string(),
+        };
+        tracing::warn!(
+            event = "refuse",
+            disk = &*bounded(disk),
+            owner = owner.name.as_str(),
+            owner_uuid = owner.uuid.as_str(),
+            reason = &*bounded(without_disk(&reason, disk)),
+            "refused a lease for {}",
+            owner.name
+        );
+        f
     }
 
     /// Whether and how a resolved disk gets a reservation: reservations on, a SCSI or NVMe

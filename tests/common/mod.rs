@@ -100,6 +100,21 @@ impl Env {
         c.wait_with_output().unwrap()
     }
 
+    /// A root daemon on `socket` that uid 65534 may talk to: this world, its config and the
+    /// socket opened to others (the daemon makes its socket 0600; an administrator may widen
+    /// it). Fails loudly unless the test runs as root.
+    pub fn daemon_open_to_others(&self, socket: &str) -> Daemon {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test runs a root daemon and clients as uid 65534 (setpriv): run it as root"
+        );
+        chmod(self.dir.path(), 0o755);
+        chmod(&self.path("disklock.conf"), 0o644);
+        let d = self.daemon(socket);
+        chmod(&d.socket, 0o666);
+        d
+    }
+
     pub fn daemon(&self, socket: &str) -> Daemon {
         // The log goes to a file: a pipe nobody reads would fill up and stall the daemon.
         let log = self.path(&format!("{socket}.log"));
@@ -198,6 +213,35 @@ impl Sleeper {
         self.0.kill().unwrap();
         self.0.wait().unwrap();
     }
+}
+
+impl Sleeper {
+    /// One of uid and gid 65534 (nobody), without supplementary groups.
+    pub fn nobody() -> Sleeper {
+        let s = Sleeper(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "sleep",
+                    "1000",
+                ])
+                .spawn()
+                .unwrap(),
+        );
+        wait_until("the owner runs as uid 65534", || {
+            std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
+                .is_ok_and(|st| st.lines().any(|l| l.starts_with("Uid:\t65534\t")))
+        });
+        s
+    }
+}
+
+/// Sets the permission bits of `path`.
+pub fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 impl Drop for Sleeper {
