@@ -541,3 +541,76 @@ fn a_client_that_is_not_root_leases_only_what_it_could_open() {
         ],
     ));
 }
+
+/// With the socket opened to others, a client that is not root sees every lease in
+/// `status`, but owners (names, uuids, pids) only of its own uid: the others are left out,
+/// from the holder record too, and counted. It used to see every holder's.
+#[test]
+fn status_shows_a_client_that_is_not_root_only_its_own_owners() {
+    let env = Env::new();
+    let rootdisk = env.disk("root.img");
+    let shared = env.disk("shared.img");
+    chmod(std::path::Path::new(&shared), 0o666);
+    let _a = env.daemon_open_to_others("a.sock");
+    let root_owner = Sleeper::new();
+    let nobody = Sleeper::nobody();
+    let rpid = root_owner.pid();
+    ok(env.run(
+        "a.sock",
+        &[
+            "acquire", "--owner", "rootvm", "--uuid", "u-root", "--pid", &rpid, &rootdisk,
+        ],
+    ));
+    ok(env.run(
+        "a.sock",
+        &[
+            "acquire", "--shared", "--owner", "rootdb", "--uuid", "u-root2", "--pid", &rpid,
+            &shared,
+        ],
+    ));
+    ok(as_nobody(
+        &env,
+        "a.sock",
+        &[
+            "acquire",
+            "--shared",
+            "--owner",
+            "mine",
+            "--uuid",
+            "u-mine",
+            "--pid",
+            &nobody.pid(),
+            &shared,
+        ],
+    ));
+    let o = ok(as_nobody(&env, "a.sock", &["status", "--json"]));
+    let text = String::from_utf8(o.stdout).unwrap();
+    for secret in ["rootvm", "rootdb", "u-root"] {
+        assert!(!text.contains(secret), "{secret}: {text}");
+    }
+    let st: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let lease = |disk: &str| st.iter().find(|l| l["disk"] == disk).unwrap().clone();
+    let (r, s) = (lease(&rootdisk), lease(&shared));
+    assert_eq!(r["owners"], serde_json::json!([]), "{r}");
+    assert_eq!(r["holder"]["owners"], serde_json::json!([]), "{r}");
+    assert_eq!(r["hidden_owners"], 1, "{r}");
+    assert_eq!(s["owners"].as_array().unwrap().len(), 1, "{s}");
+    assert_eq!(s["owners"][0]["uuid"], "u-mine");
+    assert_eq!(s["holder"]["owners"][0]["uuid"], "u-mine");
+    assert_eq!(s["hidden_owners"], 1, "{s}");
+    let o = ok(as_nobody(&env, "a.sock", &["status"]));
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(table.contains("(1 of other users)"), "{table}");
+    assert!(!table.contains("rootvm"), "{table}");
+    // Root sees every owner, and no count of hidden ones.
+    let st = status_json(&env, "a.sock");
+    let all: Vec<&Value> = st
+        .iter()
+        .flat_map(|l| l["owners"].as_array().unwrap())
+        .collect();
+    assert_eq!(all.len(), 3, "{st:?}");
+    assert!(
+        st.iter().all(|l| l.get("hidden_owners").is_none()),
+        "{st:?}"
+    );
+}

@@ -801,8 +801,9 @@ fn non_root_peers_act_only_for_their_own_processes() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert_stderr_has(
         &o,
-        "permission denied: uid 65534 may not release owner u-root",
+        "permission denied: uid 65534 may not release owner rootvm: it belongs to another uid",
     );
+    assert!(!stderr(&o).contains("u-root"), "{}", stderr(&o));
     // Nor act under root's owner uuid for its own process.
     let o = as_nobody(
         &env,

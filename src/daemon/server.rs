@@ -74,6 +74,14 @@ struct Peer {
     pid: Option<i32>,
 }
 
+impl Peer {
+    /// Whom a listing is for: a client that is not root sees other uids' leases without
+    /// their owners (`Table::listing`); root sees everything.
+    fn viewer(self) -> Option<u32> {
+        (self.uid != 0).then_some(self.uid)
+    }
+}
+
 enum Cmd {
     Request {
         req: Request,
@@ -920,7 +928,7 @@ impl Shell {
                 }
                 let result = self.acquire(p, peer).map(|(ids, skipped)| {
                     protocol::encode_ok(&LeasesReply {
-                        leases: self.table.listing(Some(&ids)),
+                        leases: self.table.listing(Some(&ids), peer.viewer()),
                         skipped: Some(&skipped),
                     })
                 });
@@ -956,7 +964,7 @@ impl Shell {
                 }
             }
             Request::Status => Ok(protocol::encode_ok(&LeasesReply {
-                leases: self.table.listing(None),
+                leases: self.table.listing(None, peer.viewer()),
                 skipped: None,
             })),
             // Answered by the connection task.

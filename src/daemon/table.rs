@@ -378,6 +378,14 @@ pub struct LeaseView {
     /// why. The owner should stop writing; only a new acquire takes the disk again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost: Option<String>,
+    /// Owners of other uids left out of `owners` and `holder.owners`, for a client that is
+    /// not root: how many.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hidden_owners: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Held leases, serialized as a list of [`LeaseView`]s without building them: a reply is
@@ -385,23 +393,49 @@ pub struct LeaseView {
 pub struct Listing<'a, B: Backend> {
     table: &'a Table<B>,
     ids: Option<&'a [Arc<LeaseId>]>,
+    viewer: Option<u32>,
 }
 
 impl<B: Backend> serde::Serialize for Listing<'_, B> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (leases, me) = (&self.table.leases, &self.table.identity);
         match self.ids {
-            Some(ids) => s.collect_seq(
+            Some(ids) => self.write(
+                s,
                 ids.iter()
-                    .filter_map(|id| leases.get_key_value(id))
-                    .map(|(id, e)| ViewRef::new(me, id, e, self.table.backend.lost(&e.lease))),
+                    .filter_map(|id| self.table.leases.get_key_value(id)),
             ),
-            None => s.collect_seq(
-                leases
-                    .iter()
-                    .map(|(id, e)| ViewRef::new(me, id, e, self.table.backend.lost(&e.lease))),
-            ),
+            None => self.write(s, self.table.leases.iter()),
         }
+    }
+}
+
+impl<'a, B: Backend> Listing<'a, B> {
+    fn write<S: serde::Serializer>(
+        &self,
+        s: S,
+        leases: impl Iterator<Item = (&'a Arc<LeaseId>, &'a Entry<B::Lease>)>,
+    ) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        let t = self.table;
+        let mut seq = s.serialize_seq(None)?;
+        for (id, e) in leases {
+            let lost = t.backend.lost(&e.lease);
+            let all = e.owners.as_slice();
+            match self.viewer {
+                None => seq.serialize_element(&ViewRef::new(&t.identity, id, e, lost, all, 0))?,
+                Some(uid) => {
+                    let shown: Vec<Arc<Owner>> = all
+                        .iter()
+                        .filter(|o| t.owners.get(&o.uuid).is_some_and(|x| x.uid == uid))
+                        .cloned()
+                        .collect();
+                    let hidden = all.len() - shown.len();
+                    let view = ViewRef::new(&t.identity, id, e, lost, &shown, hidden);
+                    seq.serialize_element(&view)?;
+                }
+            }
+        }
+        seq.end()
     }
 }
 
@@ -411,8 +445,10 @@ impl<'a> ViewRef<'a> {
         id: &'a LeaseId,
         e: &'a Entry<L>,
         lost: Option<&'a str>,
+        owners: &'a [Arc<Owner>],
+        hidden_owners: usize,
     ) -> ViewRef<'a> {
-        let owners = OwnersRef::Shared(e.owners.as_slice());
+        let owners = OwnersRef::Shared(owners);
         ViewRef {
             disk: &e.disk,
             key: id.key.as_str(),
@@ -424,6 +460,7 @@ impl<'a> ViewRef<'a> {
             since: e.since,
             holder: me.record(e.mode, e.since, &e.disk, owners),
             lost,
+            hidden_owners,
         }
     }
 }
@@ -442,6 +479,8 @@ struct ViewRef<'a> {
     holder: HolderRef<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lost: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_zero")]
+    hidden_owners: usize,
 }
 
 /// A lease file's path ([`LeaseId::path`]), serialized without building it.
@@ -661,6 +700,7 @@ impl<B: Backend> Table<B> {
             since: e.since,
             holder: self.entry_holder(e),
             lost: self.backend.lost(&e.lease).map(str::to_owned),
+            hidden_owners: 0,
         }
     }
 
@@ -673,9 +713,19 @@ impl<B: Backend> Table<B> {
     }
 
     /// These held leases (all of them for `None`, in lockspace and key order), serialized
-    /// as a list of [`LeaseView`]s straight from the table.
-    pub fn listing<'a>(&'a self, ids: Option<&'a [Arc<LeaseId>]>) -> Listing<'a, B> {
-        Listing { table: self, ids }
+    /// as a list of [`LeaseView`]s straight from the table. For a `viewer` uid (a client
+    /// that is not root), owners of other uids are left out of each lease's owners and
+    /// holder record, and counted in `hidden_owners`: it sees what is held, not for whom.
+    pub fn listing<'a>(
+        &'a self,
+        ids: Option<&'a [Arc<LeaseId>]>,
+        viewer: Option<u32>,
+    ) -> Listing<'a, B> {
+        Listing {
+            table: self,
+            ids,
+            viewer,
+        }
     }
 
     /// The uid recorded for `owner` if it is registered with this uuid, name and pid.
@@ -1101,9 +1151,12 @@ impl<B: Backend> Table<B> {
                 }
                 None => e.owners.keys().cloned().collect(),
             };
-            if let Some(u) = uuids.iter().find(|u| !self.may_release(client_uid, u)) {
+            // The owner is not named: a client of another uid has no business with it.
+            if uuids.iter().any(|u| !self.may_release(client_uid, u)) {
                 return Err(Refusal::PermissionDenied {
-                    reason: format!("uid {client_uid} may not release {disk} held for owner {u}"),
+                    reason: format!(
+                        "uid {client_uid} may not release {disk}: an owner of another uid holds it"
+                    ),
                 });
             }
             if !plan.iter().any(|(_, p, _)| *p == id) {
@@ -1135,9 +1188,18 @@ impl<B: Backend> Table<B> {
             })
             .map(|(u, _)| u.clone())
             .collect();
-        if let Some(u) = uuids.iter().find(|u| !self.may_release(client_uid, u)) {
+        if uuids.iter().any(|u| !self.may_release(client_uid, u)) {
+            // Named as the client named it: the uuid of an owner found by name is not its
+            // business.
+            let named = sel
+                .name
+                .as_deref()
+                .or(sel.uuid.as_deref())
+                .unwrap_or_default();
             return Err(Refusal::PermissionDenied {
-                reason: format!("uid {client_uid} may not release owner {u}"),
+                reason: format!(
+                    "uid {client_uid} may not release owner {named}: it belongs to another uid"
+                ),
             });
         }
         let mut out = ReleaseOutcome::default();
@@ -1405,15 +1467,72 @@ mod tests {
         let v = t.views(&ids);
         assert_eq!(v[0].owners, vec![owner(2), owner(3)]);
         // The reply's listing, written from the table, reads back as these views.
-        let json = serde_json::to_string(&t.listing(Some(&ids))).unwrap();
+        let json = serde_json::to_string(&t.listing(Some(&ids), None)).unwrap();
         assert_eq!(serde_json::from_str::<Vec<LeaseView>>(&json).unwrap(), v);
-        let json = serde_json::to_string(&t.listing(None)).unwrap();
+        let json = serde_json::to_string(&t.listing(None, None)).unwrap();
         let all = serde_json::from_str::<Vec<LeaseView>>(&json).unwrap();
         assert_eq!(all, t.status());
         assert_eq!(all.len(), 2);
         assert_eq!(t.backend().ours.len(), 2);
         assert_eq!(t.backend().updates, 1);
         assert_eq!(t.backend().double_open, 0);
+    }
+
+    /// A client that is not root sees every lease, but only the owners of its own uid: the
+    /// others are left out of owners and the holder record, and counted.
+    #[test]
+    fn a_viewer_sees_the_owners_of_its_uid_only() {
+        let mut t = table();
+        t.acquire(req(1, &[1], Mode::Exclusive), 1).unwrap();
+        let mut r = req(2, &[2], Mode::Shared);
+        (r.owner_uid, r.client_uid) = (2000, 2000);
+        t.acquire(r, 1).unwrap();
+        t.acquire(req(3, &[2], Mode::Shared), 1).unwrap();
+        let seen_by = |viewer: Option<u32>| -> Vec<(Vec<Owner>, Vec<Owner>, usize)> {
+            let json = serde_json::to_string(&t.listing(None, viewer)).unwrap();
+            serde_json::from_str::<Vec<LeaseView>>(&json)
+                .unwrap()
+                .into_iter()
+                .map(|v| (v.owners, v.holder.owners, v.hidden_owners))
+                .collect()
+        };
+        let all = seen_by(None);
+        assert_eq!(
+            all,
+            [
+                (vec![owner(1)], vec![owner(1)], 0),
+                (vec![owner(2), owner(3)], vec![owner(2), owner(3)], 0)
+            ]
+        );
+        assert_eq!(
+            seen_by(Some(1000)),
+            [
+                (vec![owner(1)], vec![owner(1)], 0),
+                (vec![owner(3)], vec![owner(3)], 1)
+            ]
+        );
+        assert_eq!(
+            seen_by(Some(2000)),
+            [(vec![], vec![], 1), (vec![owner(2)], vec![owner(2)], 1)]
+        );
+        assert_eq!(
+            seen_by(Some(3000)),
+            [(vec![], vec![], 1), (vec![], vec![], 2)]
+        );
+        // An acquire's reply, for its client, is filtered the same way.
+        let ids: Vec<Arc<LeaseId>> = t.leases.keys().cloned().collect();
+        let json = serde_json::to_string(&t.listing(Some(&ids[1..]), Some(2000))).unwrap();
+        let v: Vec<LeaseView> = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            (v[0].owners.clone(), v[0].hidden_owners),
+            (vec![owner(2)], 1)
+        );
+        // Without hidden owners, the field is left out (the reply is as it was).
+        assert!(
+            !serde_json::to_string(&t.listing(None, None))
+                .unwrap()
+                .contains("hidden")
+        );
     }
 
     #[test]
