@@ -390,10 +390,32 @@ fn acquire_call(disk: &str, owner: &Sleeper, uuid: &str) -> Vec<u8> {
     )
 }
 
-/// Sends SIGSTOP or SIGCONT to the daemon.
-fn signal(d: &Daemon, sig: nix::sys::signal::Signal) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(d.child.id()).unwrap());
-    nix::sys::signal::kill(pid, sig).unwrap();
+/// A daemon, a disk image and an owner process for it.
+fn daemon_with_a_disk() -> (Env, String, Daemon, Sleeper) {
+    let env = Env::new();
+    let disk = env.disk("vm.img");
+    let a = env.daemon("a.sock");
+    (env, disk, a, Sleeper::new())
+}
+
+/// Sends an exclusive Acquire of `disk` for `owner` (as `uuid`) while the daemon is stopped
+/// (SIGSTOP), does `then` to the connection, and lets the daemon go on: it finds the
+/// request as `then` left the connection. `then` returns the connection, or None to close.
+fn acquire_while_stopped(
+    a: &Daemon,
+    disk: &str,
+    owner: &Sleeper,
+    uuid: &str,
+    then: impl FnOnce(UnixStream) -> Option<UnixStream>,
+) -> Option<UnixStream> {
+    use nix::sys::signal::{Signal, kill};
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(a.child.id()).unwrap());
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let mut s = UnixStream::connect(&a.socket).unwrap();
+    s.write_all(&acquire_call(disk, owner, uuid)).unwrap();
+    let s = then(s);
+    kill(pid, Signal::SIGCONT).unwrap();
+    s
 }
 
 /// An Acquire whose caller hangs up before the daemon gets to it is not carried out: it
@@ -401,16 +423,8 @@ fn signal(d: &Daemon, sig: nix::sys::signal::Signal) {
 /// is stopped (SIGSTOP) while the caller connects, sends its request and closes.
 #[test]
 fn an_acquire_whose_caller_hung_up_is_not_carried_out() {
-    let env = Env::new();
-    let disk = env.disk("vm.img");
-    let a = env.daemon("a.sock");
-    let owner = Sleeper::new();
-    signal(&a, nix::sys::signal::Signal::SIGSTOP);
-    {
-        let mut s = UnixStream::connect(&a.socket).unwrap();
-        s.write_all(&acquire_call(&disk, &owner, "u-gone")).unwrap();
-    }
-    signal(&a, nix::sys::signal::Signal::SIGCONT);
+    let (env, disk, a, owner) = daemon_with_a_disk();
+    acquire_while_stopped(&a, &disk, &owner, "u-gone", |_closed| None);
     wait_until("the daemon has read the request", || {
         let log = std::fs::read_to_string(&a.log).unwrap();
         log.contains("event=\"abandoned\"") || log.contains("event=\"acquire\"")
@@ -427,10 +441,7 @@ fn an_acquire_whose_caller_hung_up_is_not_carried_out() {
 /// The lease used to stay held.
 #[test]
 fn an_acquire_whose_reply_is_undelivered_is_undone() {
-    let env = Env::new();
-    let disk = env.disk("vm.img");
-    let a = env.daemon("a.sock");
-    let owner = Sleeper::new();
+    let (env, disk, a, owner) = daemon_with_a_disk();
     let mut s = UnixStream::connect(&a.socket).unwrap();
     s.shutdown(std::net::Shutdown::Read).unwrap();
     s.write_all(&acquire_call(&disk, &owner, "u-deaf")).unwrap();
@@ -457,15 +468,12 @@ fn an_acquire_whose_reply_is_undelivered_is_undone() {
 /// does at the end of its input) is still there: it gets its reply and its lease.
 #[test]
 fn a_caller_that_only_stops_writing_is_served() {
-    let env = Env::new();
-    let disk = env.disk("vm.img");
-    let a = env.daemon("a.sock");
-    let owner = Sleeper::new();
-    signal(&a, nix::sys::signal::Signal::SIGSTOP);
-    let mut s = UnixStream::connect(&a.socket).unwrap();
-    s.write_all(&acquire_call(&disk, &owner, "u-half")).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    signal(&a, nix::sys::signal::Signal::SIGCONT);
+    let (env, disk, a, owner) = daemon_with_a_disk();
+    let mut s = acquire_while_stopped(&a, &disk, &owner, "u-half", |s| {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        Some(s)
+    })
+    .unwrap();
     let v = read_reply(&mut s);
     assert!(v["error"].is_null(), "{v}");
     assert_eq!(v["parameters"]["leases"][0]["owners"][0]["uuid"], "u-half");

@@ -1053,23 +1053,36 @@ mod tests {
         assert_eq!(f.next_message().unwrap().unwrap().len(), MAX_MESSAGE);
     }
 
+    /// Fails unless `description` declares each of `items` as a `kind` (`method`,
+    /// `error`): a line that starts `{kind} {item}`.
+    fn assert_declares(description: &str, kind: &str, items: &[&str]) {
+        for item in items {
+            let line = format!("{kind} {item}");
+            assert!(description.lines().any(|l| l.starts_with(&line)), "{line}");
+        }
+    }
+
     #[test]
     fn description_names_every_method_and_error() {
         assert!(DESCRIPTION.contains("interface io.disklock.Lease\n"));
-        for m in ["Version", "Acquire", "Release", "ReleaseOwner", "Status"] {
-            assert!(DESCRIPTION.contains(&format!("method {m}(")), "{m}");
-        }
-        for e in [
-            "Busy",
-            "UnknownDisk",
-            "LeaseFailed",
-            "InvalidOwner",
-            "PermissionDenied",
-            "RequestTooLarge",
-            "ShuttingDown",
-        ] {
-            assert!(DESCRIPTION.contains(&format!("error {e} (")), "{e}");
-        }
+        let methods = [
+            "Version(",
+            "Acquire(",
+            "Release(",
+            "ReleaseOwner(",
+            "Status(",
+        ];
+        assert_declares(DESCRIPTION, "method", &methods);
+        let errors = [
+            "Busy (",
+            "UnknownDisk (",
+            "LeaseFailed (",
+            "InvalidOwner (",
+            "PermissionDenied (",
+            "RequestTooLarge (",
+            "ShuttingDown (",
+        ];
+        assert_declares(DESCRIPTION, "error", &errors);
     }
 
     /// Every interface GetInfo lists can be described, and the description is of that
@@ -1085,21 +1098,19 @@ mod tests {
             assert_eq!(named, i);
         }
         assert_eq!(description("com.example.Nope"), None);
-        for m in [
+        let methods = [
             "GetInfo() -> (",
             "GetInterfaceDescription(interface: string) -> (description: string)",
-        ] {
-            assert!(SERVICE_DESCRIPTION.contains(&format!("method {m}")), "{m}");
-        }
-        for e in [
+        ];
+        assert_declares(SERVICE_DESCRIPTION, "method", &methods);
+        let errors = [
             "InterfaceNotFound (interface: string)",
             "MethodNotFound (method: string)",
             "MethodNotImplemented (method: string)",
             "InvalidParameter (parameter: string)",
             "PermissionDenied ()",
             "ExpectedMore ()",
-        ] {
-            assert!(SERVICE_DESCRIPTION.contains(&format!("error {e}")), "{e}");
-        }
+        ];
+        assert_declares(SERVICE_DESCRIPTION, "error", &errors);
     }
 }
