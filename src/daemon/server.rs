@@ -50,7 +50,9 @@ use crate::exit::{Code, chain_std};
 use crate::lockspace::{HostIdentity, LeaseError, Mode, Owner, Released};
 use crate::settings::Settings;
 
-/// Connections served at once; more wait in the listen backlog.
+/// Connections open at once. A new one beyond it takes the place of the connection that has
+/// waited longest for a request (`Slots`), or waits in the listen backlog while all are
+/// being served.
 pub const MAX_CLIENTS: usize = 1024;
 /// How long a client has to send a whole request: from when it connects, and again from
 /// each reply. A connection that has sent nothing, or part of a request, for that long is
