@@ -111,8 +111,9 @@ fn lock_cycle(path: &Path) {
     std::fs::remove_file(path).unwrap();
 }
 
-/// One connection to the daemon, kept for the whole run (as `disklock run` and libvirt keep
-/// theirs).
+/// One connection to the daemon, kept for the whole run, as a client may keep one while it
+/// sends a request at least every 10 s (the daemon's IDLE_TIMEOUT; a floor round between two
+/// of ours takes milliseconds).
 struct Conn {
     s: UnixStream,
     buf: Vec<u8>,

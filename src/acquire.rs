@@ -4,11 +4,11 @@ use std::ffi::OsStr;
 
 use comfy_table::{ContentArrangement, Table, presets};
 
-use crate::cli::{AcquireArgs, OwnerArgs, ReleaseArgs};
+use crate::cli::{AcquireArgs, OwnerArgs, PrFlags, ReleaseArgs};
 use crate::client::{Client, ClientError};
 use crate::daemon::protocol::{
-    AcquireParams, AcquireReply, DiskMode, DiskRequest, Failure, ReleaseOwnerParams, ReleaseParams,
-    Request,
+    AcquireParams, AcquireReply, DiskMode, DiskRequest, Failure, MAX_DISKS, ReleaseOwnerParams,
+    ReleaseParams, Request,
 };
 use crate::daemon::table::ReleaseOutcome;
 use crate::exit::{self, Code};
@@ -38,12 +38,7 @@ pub fn acquire(s: &Settings, args: &AcquireArgs) -> anyhow::Result<Code> {
         .pid
         .unwrap_or_else(|| nix::unistd::getppid().as_raw().unsigned_abs());
     let owner = owner(&args.owner, pid);
-    let req = Request::Acquire(AcquireParams {
-        disks,
-        owner,
-        preempt: args.pr.preempt,
-        pr: args.pr.wanted(),
-    });
+    let req = acquire_request(disks, owner, &args.pr)?;
     let reply: AcquireReply = match call(s, &req)? {
         Ok(r) => r,
         Err(code) => return Ok(code),
@@ -119,13 +114,34 @@ pub fn release(s: &Settings, args: &ReleaseArgs) -> anyhow::Result<Code> {
     })
 }
 
+/// An `Acquire` request. More disks than one request takes is a usage error, said before
+/// the daemon is asked.
+pub fn acquire_request(
+    disks: Vec<DiskRequest>,
+    owner: Owner,
+    pr: &PrFlags,
+) -> anyhow::Result<Request> {
+    if disks.len() > MAX_DISKS {
+        anyhow::bail!(
+            "{} disks: one request takes at most {MAX_DISKS}",
+            disks.len()
+        );
+    }
+    Ok(Request::Acquire(AcquireParams {
+        disks,
+        owner,
+        preempt: pr.preempt,
+        pr: pr.wanted(),
+    }))
+}
+
 /// A request to the daemon: its reply, or the exit code after printing why not.
 pub fn call<T: serde::de::DeserializeOwned>(
     s: &Settings,
     req: &Request,
 ) -> anyhow::Result<Result<T, Code>> {
     let socket = s.socket()?;
-    let result = Client::connect(socket).and_then(|mut c| c.call(req));
+    let result = Client::connect(socket, s.timeout).and_then(|mut c| c.call(req));
     Ok(match result {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(f)) => Err(refused(&f)),

@@ -8,8 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 const AFTER_HELP: &str = "\
 Exit status:
   0  success
-  1  failed: a disk could not be resolved, its lease file could not be used, or a disk
-     to release is not held (lookup: some disks could not be resolved, the others were)
+  1  failed: a disk could not be resolved, its lease file could not be used, a disk
+     to release is not held, or the daemon did not answer within --timeout (lookup:
+     some disks could not be resolved, the others were)
   2  bad usage or configuration; nothing was done
   3  a disk is busy: someone else holds its lease or, with persistent reservations, its
      reservation at the storage (the message names the holder); nothing stays acquired
@@ -43,6 +44,19 @@ pub struct Cli {
     /// $XDG_RUNTIME_DIR/disklock/disklock.sock for other users).
     #[arg(long, global = true, value_name = "PATH", env = "DISKLOCK_SOCKET")]
     pub socket: Option<PathBuf>,
+
+    /// How long to wait for the daemon, in seconds: to connect, to send a request and for
+    /// its reply, each. A command that gives up exits 1; the daemon gives back what an
+    /// acquire took when it cannot deliver the reply.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        env = "DISKLOCK_TIMEOUT",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86400)
+    )]
+    pub timeout: u64,
 
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

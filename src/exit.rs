@@ -24,6 +24,7 @@ pub fn of_failure(f: &crate::daemon::protocol::Failure) -> Code {
         Failure::Busy { .. } => Code::Busy,
         Failure::InterfaceNotFound { .. }
         | Failure::MethodNotFound { .. }
+        | Failure::MethodNotImplemented { .. }
         | Failure::InvalidParameter { .. }
         | Failure::RequestTooLarge { .. } => Code::Usage,
         _ => Code::Partial,

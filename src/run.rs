@@ -16,12 +16,10 @@ use std::os::unix::process::CommandExt as _;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::acquire::{disk_arg, owner, refused, unreachable_daemon};
+use crate::acquire::{acquire_request, disk_arg, owner, refused, unreachable_daemon};
 use crate::cli::RunArgs;
 use crate::client::{Client, ClientError};
-use crate::daemon::protocol::{
-    AcquireParams, AcquireReply, DiskMode, DiskRequest, ReleaseOwnerParams, Request,
-};
+use crate::daemon::protocol::{AcquireReply, DiskMode, DiskRequest, ReleaseOwnerParams, Request};
 use crate::daemon::table::ReleaseOutcome;
 use crate::exit::{Code, chain_std};
 use crate::lockspace::{self, Acquired, Holder, HostIdentity, Lease, Mode, Owner};
@@ -63,7 +61,7 @@ pub fn run(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     if !args.no_daemon
         && let Some(socket) = s.socket.as_deref()
     {
-        match Client::connect(socket) {
+        match Client::connect(socket, s.timeout) {
             Ok(client) => return through_daemon(s, client, &disks, owner, &args.pr, command),
             Err(ClientError::NotRunning { .. }) => {
                 tracing::info!(socket = %socket.display(), "no daemon: holding the leases in this process");
@@ -93,12 +91,7 @@ fn through_daemon(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let uuid = owner.uuid.clone();
     if !disks.is_empty() {
-        let req = Request::Acquire(AcquireParams {
-            disks,
-            owner,
-            preempt: pr.preempt,
-            pr: pr.wanted(),
-        });
+        let req = acquire_request(disks, owner, pr)?;
         match client.call::<AcquireReply>(&req) {
             Ok(Ok(reply)) => {
                 for l in &reply.leases {

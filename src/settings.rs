@@ -8,6 +8,9 @@ use disklock_naming::{LockspaceKind, Resolver, Source, SysRoot};
 
 use crate::cli::Cli;
 
+/// How long a client waits for the daemon unless `--timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What a command needs: the checked configuration and a resolver built from it.
 pub struct Settings {
     pub config: Config,
@@ -18,20 +21,24 @@ pub struct Settings {
     /// The daemon's socket: `--socket`, else the default for this user (`None` for a user
     /// without XDG_RUNTIME_DIR).
     pub socket: Option<PathBuf>,
+    /// How long a client waits for the daemon (`--timeout`): to connect, to send, to reply.
+    pub timeout: std::time::Duration,
 }
 
 impl Settings {
     pub fn load(args: &Cli) -> anyhow::Result<Settings> {
-        Settings::load_from(
+        let mut s = Settings::load_from(
             args.config.as_deref(),
             args.sysroot.as_deref(),
             args.socket.clone(),
-        )
+        )?;
+        s.timeout = std::time::Duration::from_secs(args.timeout);
+        Ok(s)
     }
 
     /// [`Settings::load`] for programs without the CLI's arguments (the rig's benchmark): a
     /// configuration file (default: the usual search), a sysfs/dev root (default: this
-    /// host) and a socket (default: this user's).
+    /// host) and a socket (default: this user's); clients wait [`DEFAULT_TIMEOUT`].
     pub fn load_from(
         config_file: Option<&std::path::Path>,
         sysroot: Option<&std::path::Path>,
@@ -71,6 +78,7 @@ impl Settings {
             cwd,
             files_read,
             socket,
+            timeout: DEFAULT_TIMEOUT,
         })
     }
 

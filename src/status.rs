@@ -21,11 +21,14 @@ pub fn run(s: &Settings, args: &StatusArgs) -> anyhow::Result<Code> {
     } else {
         let mut t = table(["DISK", "MODE", "OWNERS", "SINCE", "KEY", "LOCKSPACE"]);
         for l in &reply.leases {
-            let owners: Vec<String> = l
+            let mut owners: Vec<String> = l
                 .owners
                 .iter()
                 .map(|o| format!("{}[{}]", o.name, o.pid))
                 .collect();
+            if l.hidden_owners > 0 {
+                owners.push(format!("({} of other users)", l.hidden_owners));
+            }
             t.add_row([
                 l.disk.clone(),
                 if l.lost.is_some() {

@@ -48,6 +48,13 @@ pub enum WalkError {
         /// The offending component, inside the root.
         path: PathBuf,
     },
+    /// The walk may not look up names in this directory (see
+    /// [`SysRoot::canonicalize_searching`]).
+    #[error("{}: no search permission", dir.display())]
+    NoSearch {
+        /// The directory, inside the root.
+        dir: PathBuf,
+    },
     /// Any other I/O failure (permission denied, I/O error).
     #[error("{}", path.display())]
     Io {
@@ -135,11 +142,26 @@ impl SysRoot {
     /// following symlinks (absolute targets stay inside the root) and `..` physically.
     /// The final component may be any file type; it must exist.
     pub fn canonicalize(&self, path: &Path) -> Result<PathBuf, WalkError> {
+        self.canonicalize_searching(path, |_| true)
+    }
+
+    /// [`canonicalize`](Self::canonicalize), asking `may_search` about each directory
+    /// (inside the root) before a name is looked up in it, `..` included: a directory it
+    /// refuses ends the walk with [`WalkError::NoSearch`]. With a check of a user's search
+    /// permission, this walks the path as the kernel would for that user.
+    pub fn canonicalize_searching(
+        &self,
+        path: &Path,
+        mut may_search: impl FnMut(&Path) -> bool,
+    ) -> Result<PathBuf, WalkError> {
         let mut todo: VecDeque<OsString> = components(path).collect();
         let mut done = PathBuf::from("/");
         let mut hops = 0usize;
         let mut last_link: Option<(PathBuf, PathBuf)> = None;
         while let Some(comp) = todo.pop_front() {
+            if !may_search(&done) {
+                return Err(WalkError::NoSearch { dir: done });
+            }
             if comp == ".." {
                 done.pop();
                 continue;
@@ -228,6 +250,50 @@ pub(crate) fn has_nul(bytes: &OsStr) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    /// Each directory a name is looked up in is asked about, in walk order, symlinks and
+    /// `..` followed; one refused ends the walk there.
+    #[test]
+    fn a_searching_walk_asks_about_every_directory() {
+        let (_t, r) = tree();
+        symlink("../../sdb", r.real("/dev/disk/by-id/wwn-1")).unwrap();
+        let mut asked = Vec::new();
+        let canon = r
+            .canonicalize_searching(Path::new("/dev/disk/by-id/wwn-1"), |d| {
+                asked.push(d.to_path_buf());
+                true
+            })
+            .unwrap();
+        assert_eq!(canon, Path::new("/dev/sdb"));
+        let asked: Vec<&str> = asked.iter().map(|p| p.to_str().unwrap()).collect();
+        // The link leads to ../../sdb: `..` is looked up in by-id, then in disk, and sdb in
+        // /dev.
+        assert_eq!(
+            asked,
+            [
+                "/",
+                "/dev",
+                "/dev/disk",
+                "/dev/disk/by-id",
+                "/dev/disk/by-id",
+                "/dev/disk",
+                "/dev"
+            ]
+        );
+        let e = r
+            .canonicalize_searching(Path::new("/dev/disk/by-id/wwn-1"), |d| {
+                d != Path::new("/dev/disk")
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&e, WalkError::NoSearch { dir } if dir == Path::new("/dev/disk")),
+            "{e}"
+        );
+        assert_eq!(
+            r.canonicalize(Path::new("/dev/disk/by-id/wwn-1")).unwrap(),
+            canon
+        );
+    }
 
     fn tree() -> (tempfile::TempDir, SysRoot) {
         let t = tempfile::tempdir().unwrap();

@@ -17,6 +17,7 @@ use std::path::Path;
 use disklock_naming::{DevNo, DiskKey, Resolver};
 use disklock_scsi::pr::{PersistentReservations, PrType, ReservationKey};
 
+use super::log::bounded;
 use super::table::{Backend, FileBackend};
 use crate::lockspace::{self, Acquired, Busy, HolderRef, LeaseError, Mode, Released};
 use crate::pr::engine::{self, Drift, PrError};
@@ -146,7 +147,7 @@ impl PrBackend {
             let m = match engine::maintain(&hold.paths, st.key, hold.kind, hold.generation) {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(event = "pr-check-failed", disk = %hold.disk, error = %crate::exit::chain_std(&e), "cannot check the reservation of {}", hold.disk);
+                    tracing::warn!(event = "pr-check-failed", disk = &*bounded(&hold.disk), error = %crate::exit::chain_std(&e), "cannot check a reservation");
                     continue;
                 }
             };
@@ -259,7 +260,7 @@ fn refresh_paths(resolver: &Resolver, hold: &mut Hold, key: ReservationKey) -> O
             Ok(Some(h)) => h,
             Ok(None) => continue,
             Err(e) => {
-                tracing::warn!(disk = %hold.disk, path = %n.name, error = %crate::exit::chain_std(&e), "cannot open new path {}", n.name);
+                tracing::warn!(disk = &*bounded(&hold.disk), path = %n.name, error = %crate::exit::chain_std(&e), "cannot open a new path");
                 continue;
             }
         };
@@ -269,11 +270,11 @@ fn refresh_paths(resolver: &Resolver, hold: &mut Hold, key: ReservationKey) -> O
         };
         match registered {
             Ok(true) => {
-                tracing::info!(event = "pr-path-added", disk = %hold.disk, path = %n.name, "new path {} to {}: registered", n.name, hold.disk);
+                tracing::info!(event = "pr-path-added", disk = &*bounded(&hold.disk), path = %n.name, "new path: registered");
             }
             Ok(false) => {
                 // Not ours any more: the check that comes next would say so; say it now.
-                tracing::warn!(event = "pr-path-added", disk = %hold.disk, path = %n.name, "new path {} to {}: not registered, the reservation is not this host's", n.name, hold.disk);
+                tracing::warn!(event = "pr-path-added", disk = &*bounded(&hold.disk), path = %n.name, "new path: not registered, the reservation is not this host's");
                 let lead = hold.paths.first().unwrap_or(&h);
                 let holder = lead
                     .dev
@@ -288,7 +289,7 @@ fn refresh_paths(resolver: &Resolver, hold: &mut Hold, key: ReservationKey) -> O
                 });
             }
             Err(e) => {
-                tracing::warn!(event = "pr-path-added", disk = %hold.disk, path = %n.name, error = %crate::exit::chain_std(&e), "new path {} to {}: not registered", n.name, hold.disk);
+                tracing::warn!(event = "pr-path-added", disk = &*bounded(&hold.disk), path = %n.name, error = %crate::exit::chain_std(&e), "new path: not registered");
             }
         }
         hold.paths.push(h);

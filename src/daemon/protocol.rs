@@ -24,12 +24,35 @@ pub const INTERFACE: &str = "io.disklock.Lease";
 pub const PROTOCOL: u32 = 1;
 /// The largest request the daemon accepts, NUL excluded.
 pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Disks in one `Acquire`. Lower than what the message limit allows, so that it is a limit
+/// a client can meet: a call of this many exclusive disks whose paths are up to 30 bytes
+/// long fits in [`MAX_MESSAGE`] (a test checks it).
+pub const MAX_DISKS: usize = 1024;
 /// The largest reply a client accepts: `Status` lists every lease (about 1 KiB each).
 pub const MAX_REPLY: usize = 256 * 1024 * 1024;
-/// The interface description served by `org.varlink.service.GetInterfaceDescription`.
+/// The description of [`INTERFACE`], served by `org.varlink.service.GetInterfaceDescription`.
 pub const DESCRIPTION: &str = include_str!("../io.disklock.Lease.varlink");
 
+/// The Varlink service interface, which every Varlink service serves.
 const SERVICE: &str = "org.varlink.service";
+/// Its description, served as [`DESCRIPTION`] is.
+pub const SERVICE_DESCRIPTION: &str = include_str!("../org.varlink.service.varlink");
+
+/// The description of an interface this daemon serves (each one [`Info::interfaces`] lists).
+pub fn description(interface: &str) -> Option<&'static str> {
+    match interface {
+        INTERFACE => Some(DESCRIPTION),
+        SERVICE => Some(SERVICE_DESCRIPTION),
+        _ => None,
+    }
+}
+
+/// `org.varlink.service.GetInterfaceDescription` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DescriptionReply<'a> {
+    /// The interface definition.
+    pub description: &'a str,
+}
 
 /// A Varlink call as it travels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,29 +239,48 @@ impl Request {
     }
 
     /// Decodes a message as it arrives (NUL stripped) into the request and whether it is
-    /// oneway; an unknown method or bad parameters is the [`Failure`] to reply (with the
-    /// oneway flag, when the message was a call at all). The parameters are parsed straight
-    /// into their types, never through a `Value` tree.
-    pub fn decode(msg: &[u8]) -> Result<(Request, bool), (Failure, bool)> {
-        let call: InCall<'_> = serde_json::from_slice(msg).map_err(|e| {
-            let f = Failure::InvalidParameter {
-                parameter: format!("not a Varlink call: {e}"),
-            };
-            (f, false)
+    /// oneway. The parameters are parsed straight into their types, never through a `Value`
+    /// tree.
+    pub fn decode(msg: &[u8]) -> Result<(Request, bool), Rejected> {
+        let call: InCall<'_> =
+            serde_json::from_slice(msg).map_err(|e| Rejected::NotACall(e.to_string()))?;
+        let req = Request::dispatch(&call.method, call.parameters).map_err(|(failure, why)| {
+            Rejected::Call {
+                failure,
+                oneway: call.oneway,
+                why,
+            }
         })?;
-        Request::dispatch(&call.method, call.parameters)
-            .map(|r| (r, call.oneway))
-            .map_err(|f| (f, call.oneway))
+        if call.upgrade {
+            // Varlink's way to say that a method is not served as the call asks.
+            return Err(Rejected::Call {
+                failure: Failure::MethodNotImplemented {
+                    method: call.method.into_owned(),
+                },
+                oneway: call.oneway,
+                why: None,
+            });
+        }
+        Ok((req, call.oneway))
     }
 
-    fn dispatch(method: &str, params: Option<&RawValue>) -> Result<Request, Failure> {
-        let (iface, name) = method
-            .rsplit_once('.')
-            .ok_or_else(|| Failure::InterfaceNotFound {
+    fn dispatch(
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<Request, (Failure, Option<String>)> {
+        let (iface, name) = method.rsplit_once('.').ok_or_else(|| {
+            let f = Failure::InterfaceNotFound {
                 interface: method.to_owned(),
-            })?;
-        let bad = |e: serde_json::Error| Failure::InvalidParameter {
-            parameter: e.to_string(),
+            };
+            (f, None)
+        })?;
+        let bad = |b: BadParameter| {
+            (
+                Failure::InvalidParameter {
+                    parameter: b.parameter,
+                },
+                Some(b.why),
+            )
         };
         match (iface, name) {
             (INTERFACE, "Version") => Ok(Request::Version),
@@ -252,14 +294,48 @@ impl Request {
                     interface: p.interface,
                 })
                 .map_err(bad),
-            (INTERFACE | SERVICE, _) => Err(Failure::MethodNotFound {
-                method: method.to_owned(),
-            }),
-            _ => Err(Failure::InterfaceNotFound {
-                interface: iface.to_owned(),
-            }),
+            (INTERFACE | SERVICE, _) => Err((
+                Failure::MethodNotFound {
+                    method: method.to_owned(),
+                },
+                None,
+            )),
+            _ => Err((
+                Failure::InterfaceNotFound {
+                    interface: iface.to_owned(),
+                },
+                None,
+            )),
         }
     }
+}
+
+/// Why a message is not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// Not a Varlink call at all (not JSON, not an object, no method): a protocol error,
+    /// after which the daemon closes the connection, as Varlink services do. Why, for the log.
+    NotACall(String),
+    /// A call answered with an error (unless it is oneway).
+    Call {
+        /// The error.
+        failure: Failure,
+        /// Whether the call was oneway (no reply).
+        oneway: bool,
+        /// What is wrong with the parameter an `InvalidParameter` names, for the log: the
+        /// error itself carries only the parameter's name.
+        why: Option<String>,
+    },
+}
+
+/// A parameter that does not decode: its name as Varlink's `InvalidParameter` carries it
+/// (`disks`, `owner.pid`, `disks[2].mode`), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadParameter {
+    /// Its name: the path to it from the parameters object.
+    pub parameter: String,
+    /// Why it does not decode.
+    pub why: String,
 }
 
 /// A call as the daemon reads it: the method borrowed (unless it has escapes) and the
@@ -275,14 +351,47 @@ struct InCall<'a> {
     // `more` is accepted and answered with one reply, as `Call` documents.
     #[serde(default, rename = "more")]
     _more: bool,
+    /// A connection upgrade (the connection then speaks the method's own protocol): no
+    /// method here has one, so such a call is refused, not served as a plain one.
+    #[serde(default)]
+    upgrade: bool,
 }
 
 /// A call's parameters, absent or null being an empty object.
-fn parse<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>) -> serde_json::Result<T> {
-    match raw.map(RawValue::get) {
-        None | Some("null") => serde_json::from_str("{}"),
-        Some(raw) => serde_json::from_str(raw),
-    }
+fn parse<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>) -> Result<T, BadParameter> {
+    let text = match raw.map(RawValue::get) {
+        None | Some("null") => "{}",
+        Some(raw) => raw,
+    };
+    serde_json::from_str(text).map_err(|_| bad_parameter::<T>(text))
+}
+
+/// Which parameter of `text` does not decode as a `T`, and why. Only a bad call gets here:
+/// it is decoded a second time, tracking the path to where it fails.
+fn bad_parameter<T: serde::de::DeserializeOwned>(text: &str) -> BadParameter {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let Err(e) = serde_path_to_error::deserialize::<_, T>(de) else {
+        return BadParameter {
+            parameter: "parameters".into(),
+            why: "does not decode the first time, but does the second".into(),
+        };
+    };
+    let why = e.inner().to_string();
+    let at = e.path().to_string();
+    let at = if at == "." { "" } else { at.as_str() };
+    // A missing field is reported at the object that lacks it: name the field.
+    let missing = why
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    let parameter = match (at, missing) {
+        // Parameters that are no object (serde reads a struct from an array, too).
+        (at, _) if at.starts_with('[') => "parameters".to_owned(),
+        ("", Some(field)) => field.to_owned(),
+        (at, Some(field)) => format!("{at}.{field}"),
+        ("", None) => "parameters".to_owned(),
+        (at, None) => at.to_owned(),
+    };
+    BadParameter { parameter, why }
 }
 
 fn to_value<T: Serialize>(v: &T) -> Value {
@@ -397,13 +506,35 @@ pub enum Failure {
         /// The method.
         method: String,
     },
-    /// Varlink: a parameter is missing or has the wrong type.
+    /// Varlink: the method exists but is not served as called (a connection upgrade).
+    #[serde(rename = "org.varlink.service.MethodNotImplemented")]
+    #[error("method {method} is not implemented as called (this daemon upgrades no connection)")]
+    MethodNotImplemented {
+        /// The method.
+        method: String,
+    },
+    /// Varlink: a parameter is missing, has the wrong type or a value the daemon does not
+    /// accept. Why is in the daemon's log; the client explains what it can.
     #[serde(rename = "org.varlink.service.InvalidParameter")]
-    #[error("invalid parameter: {parameter}")]
+    #[error("invalid parameter {parameter}: {}", explain_parameter(.parameter))]
     InvalidParameter {
-        /// Which, and why.
+        /// Its name (`disks`, `owner.pid`).
         parameter: String,
     },
+}
+
+/// What an `InvalidParameter` of this name means to a user of the CLI, which sends only
+/// well-formed calls: the values the daemon refuses.
+fn explain_parameter(parameter: &str) -> String {
+    match parameter {
+        "disks" => format!("one request names 1 to {MAX_DISKS} disks"),
+        "pr" => "a disk cannot get a persistent reservation (persistent_reservations = 0 in the \
+                 daemon's configuration, or a disk without a SCSI or NVMe key, or one in \
+                 pr_exclude; the daemon's log names it)"
+            .to_owned(),
+        "name" | "uuid" => "releasing owners needs an owner name or uuid".to_owned(),
+        _ => "the daemon's log says why".to_owned(),
+    }
 }
 
 impl Failure {
@@ -511,7 +642,6 @@ impl Framer {
     }
 
     /// Bytes of an unfinished message.
-    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.buf.len()
     }
@@ -650,7 +780,12 @@ mod tests {
                 more: false,
             })
             .unwrap();
-            Request::decode(&bytes).map(|(r, _)| r).map_err(|(f, _)| f)
+            Request::decode(&bytes)
+                .map(|(r, _)| r)
+                .map_err(|r| match r {
+                    Rejected::Call { failure, .. } => failure,
+                    r => panic!("{r:?}"),
+                })
         };
         assert!(matches!(
             call("io.disklock.Lease.Nope", Value::Null),
@@ -664,15 +799,142 @@ mod tests {
             call("nodot", Value::Null),
             Err(Failure::InterfaceNotFound { .. })
         ));
-        assert!(matches!(
-            call("io.disklock.Lease.Acquire", serde_json::json!({"disks": 5})),
-            Err(Failure::InvalidParameter { .. })
-        ));
         // A method without parameters accepts none, null or {}.
         assert_eq!(
             call("io.disklock.Lease.Status", serde_json::json!({})).unwrap(),
             Request::Status
         );
+    }
+
+    /// `InvalidParameter` names the parameter, as a path from the parameters object; why
+    /// goes to the daemon's log.
+    #[test]
+    fn invalid_parameters_are_named() {
+        let owner = serde_json::json!({"name": "vm", "uuid": "u", "pid": 7});
+        let disk = serde_json::json!({"path": "/d", "mode": "shared"});
+        for (method, params, name, why) in [
+            (
+                "Acquire",
+                serde_json::json!({"disks": 5, "owner": owner}),
+                "disks",
+                "invalid type",
+            ),
+            (
+                "Acquire",
+                serde_json::json!({"disks": [disk]}),
+                "owner",
+                "missing field `owner`",
+            ),
+            ("Acquire", Value::Null, "disks", "missing field `disks`"),
+            (
+                "Acquire",
+                serde_json::json!({"disks": [disk], "owner": {"name": "vm", "uuid": "u", "pid": "7"}}),
+                "owner.pid",
+                "invalid type: string",
+            ),
+            (
+                "Acquire",
+                serde_json::json!({"disks": [disk], "owner": {"name": "vm", "uuid": "u"}}),
+                "owner.pid",
+                "missing field `pid`",
+            ),
+            (
+                "Acquire",
+                serde_json::json!({"disks": [disk, {"path": "/e", "mode": "all"}], "owner": owner}),
+                "disks[1].mode",
+                "unknown variant `all`",
+            ),
+            (
+                "Acquire",
+                serde_json::json!({"disks": [disk], "owner": owner, "pr": "yes"}),
+                "pr",
+                "invalid type",
+            ),
+            (
+                "Acquire",
+                serde_json::json!([1]),
+                "parameters",
+                "invalid type",
+            ),
+            (
+                "Release",
+                serde_json::json!({"disks": [1]}),
+                "disks[0]",
+                "invalid type",
+            ),
+            (
+                "ReleaseOwner",
+                serde_json::json!({"uuid": 5}),
+                "uuid",
+                "invalid type",
+            ),
+        ] {
+            let bytes = serde_json::to_vec(&serde_json::json!({
+                "method": format!("{INTERFACE}.{method}"),
+                "parameters": params,
+            }))
+            .unwrap();
+            match Request::decode(&bytes) {
+                Err(Rejected::Call {
+                    failure: Failure::InvalidParameter { parameter },
+                    oneway: false,
+                    why: Some(w),
+                }) => {
+                    assert_eq!(parameter, name, "{params}");
+                    assert!(w.starts_with(why), "{params}: {w}");
+                }
+                other => panic!("{params}: {other:?}"),
+            }
+        }
+        let bytes = br#"{"method":"org.varlink.service.GetInterfaceDescription"}"#;
+        assert!(matches!(
+            Request::decode(bytes),
+            Err(Rejected::Call { failure: Failure::InvalidParameter { parameter }, .. }) if parameter == "interface"
+        ));
+        // What a client prints: the name, and what the CLI can say about it.
+        let f = Failure::InvalidParameter {
+            parameter: "disks".into(),
+        };
+        assert_eq!(
+            f.to_string(),
+            format!("invalid parameter disks: one request names 1 to {MAX_DISKS} disks")
+        );
+        let f = Failure::InvalidParameter {
+            parameter: "owner.pid".into(),
+        };
+        assert_eq!(
+            f.to_string(),
+            "invalid parameter owner.pid: the daemon's log says why"
+        );
+    }
+
+    /// A call that asks for a connection upgrade is refused, naming the method, and not
+    /// served as a plain call.
+    #[test]
+    fn upgrades_are_not_implemented() {
+        let r = Request::decode(br#"{"method":"io.disklock.Lease.Status","upgrade":true}"#);
+        assert_eq!(
+            r,
+            Err(Rejected::Call {
+                failure: Failure::MethodNotImplemented {
+                    method: "io.disklock.Lease.Status".into()
+                },
+                oneway: false,
+                why: None,
+            })
+        );
+        assert_eq!(
+            Request::decode(br#"{"method":"io.disklock.Lease.Status","upgrade":false}"#),
+            Ok((Request::Status, false))
+        );
+        // A method that does not exist is still that.
+        assert!(matches!(
+            Request::decode(br#"{"method":"io.disklock.Lease.Nope","upgrade":true}"#),
+            Err(Rejected::Call {
+                failure: Failure::MethodNotFound { .. },
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -694,17 +956,26 @@ mod tests {
                 true
             ))
         );
-        // A bad call that is a call keeps its oneway flag; what is no call has none.
+        // A bad call that is a call keeps its oneway flag; what is no call is a protocol
+        // error.
         assert!(matches!(
             Request::decode(br#"{"method":"io.disklock.Lease.Acquire","oneway":true}"#),
-            Err((Failure::InvalidParameter { .. }, true))
+            Err(Rejected::Call {
+                failure: Failure::InvalidParameter { .. },
+                oneway: true,
+                ..
+            })
         ));
-        for junk in [&b""[..], b"[]", b"{", b"{\"method\":5}", b"\xff"] {
+        for junk in [
+            &b""[..],
+            b"[]",
+            b"{",
+            b"{\"method\":5}",
+            b"\xff",
+            b"{\"oneway\":true}",
+        ] {
             assert!(
-                matches!(
-                    Request::decode(junk),
-                    Err((Failure::InvalidParameter { .. }, false))
-                ),
+                matches!(Request::decode(junk), Err(Rejected::NotACall(_))),
                 "{junk:?}"
             );
         }
@@ -732,6 +1003,37 @@ mod tests {
         }
     }
 
+    /// The disk limit is reachable: a call of MAX_DISKS exclusive disks with paths of
+    /// MAX_DISKS_PATH bytes fits in a message, and so does one more short one, so that the
+    /// count, not the size, is what refuses it.
+    #[test]
+    fn the_disk_limit_fits_in_a_message() {
+        const MAX_DISKS_PATH: usize = 30;
+        let acquire = |n: usize, path: &str| {
+            Request::Acquire(AcquireParams {
+                disks: vec![
+                    DiskRequest {
+                        path: path.into(),
+                        mode: DiskMode::Exclusive,
+                    };
+                    n
+                ],
+                owner: Owner {
+                    name: "vm".into(),
+                    uuid: "4f1c5a3e-9d2b-4c7a-8e6f-0123456789ab".into(),
+                    pid: 4_194_304,
+                },
+                preempt: true,
+                pr: Some(true),
+            })
+        };
+        let longest = format!("/{}", "d".repeat(MAX_DISKS_PATH - 1));
+        let bytes = encode(&acquire(MAX_DISKS, &longest).to_call());
+        assert!(bytes.len() - 1 <= MAX_MESSAGE, "{} bytes", bytes.len() - 1);
+        let bytes = encode(&acquire(MAX_DISKS + 1, "/a").to_call());
+        assert!(bytes.len() - 1 <= MAX_MESSAGE, "{} bytes", bytes.len() - 1);
+    }
+
     #[test]
     fn framing() {
         let mut f = Framer::default();
@@ -751,22 +1053,64 @@ mod tests {
         assert_eq!(f.next_message().unwrap().unwrap().len(), MAX_MESSAGE);
     }
 
+    /// Fails unless `description` declares each of `items` as a `kind` (`method`,
+    /// `error`): a line that starts `{kind} {item}`.
+    fn assert_declares(description: &str, kind: &str, items: &[&str]) {
+        for item in items {
+            let line = format!("{kind} {item}");
+            assert!(description.lines().any(|l| l.starts_with(&line)), "{line}");
+        }
+    }
+
     #[test]
     fn description_names_every_method_and_error() {
         assert!(DESCRIPTION.contains("interface io.disklock.Lease\n"));
-        for m in ["Version", "Acquire", "Release", "ReleaseOwner", "Status"] {
-            assert!(DESCRIPTION.contains(&format!("method {m}(")), "{m}");
+        let methods = [
+            "Version(",
+            "Acquire(",
+            "Release(",
+            "ReleaseOwner(",
+            "Status(",
+        ];
+        assert_declares(DESCRIPTION, "method", &methods);
+        let errors = [
+            "Busy (",
+            "UnknownDisk (",
+            "LeaseFailed (",
+            "InvalidOwner (",
+            "PermissionDenied (",
+            "RequestTooLarge (",
+            "ShuttingDown (",
+        ];
+        assert_declares(DESCRIPTION, "error", &errors);
+    }
+
+    /// Every interface GetInfo lists can be described, and the description is of that
+    /// interface; the service interface has the methods and errors of the Varlink spec.
+    #[test]
+    fn every_interface_listed_is_described() {
+        for i in Info::this().interfaces {
+            let d = description(&i).unwrap_or_else(|| panic!("{i} has no description"));
+            let named = d
+                .lines()
+                .find_map(|l| l.strip_prefix("interface "))
+                .unwrap_or_else(|| panic!("{i}: no interface line"));
+            assert_eq!(named, i);
         }
-        for e in [
-            "Busy",
-            "UnknownDisk",
-            "LeaseFailed",
-            "InvalidOwner",
-            "PermissionDenied",
-            "RequestTooLarge",
-            "ShuttingDown",
-        ] {
-            assert!(DESCRIPTION.contains(&format!("error {e} (")), "{e}");
-        }
+        assert_eq!(description("com.example.Nope"), None);
+        let methods = [
+            "GetInfo() -> (",
+            "GetInterfaceDescription(interface: string) -> (description: string)",
+        ];
+        assert_declares(SERVICE_DESCRIPTION, "method", &methods);
+        let errors = [
+            "InterfaceNotFound (interface: string)",
+            "MethodNotFound (method: string)",
+            "MethodNotImplemented (method: string)",
+            "InvalidParameter (parameter: string)",
+            "PermissionDenied ()",
+            "ExpectedMore ()",
+        ];
+        assert_declares(SERVICE_DESCRIPTION, "error", &errors);
     }
 }

@@ -4,7 +4,8 @@
 //! - One **table task** owns the [`Table`], the resolver and the configuration. Commands
 //!   reach it over a channel and it answers over a oneshot; nothing else touches a lease, and
 //!   it holds nothing across an await.
-//! - The accept loop, one task per connection (at most [`MAX_CLIENTS`]), and one watch task
+//! - The accept loop, one task per connection (at most [`MAX_CLIENTS`]; at the limit the one
+//!   that has waited longest for a request makes room, see `Slots`), and one watch task
 //!   per owner: it waits for the owner's pidfd to become readable (the process exited) — or,
 //!   on kernels without pidfd, polls the process start time — and tells the table task.
 //!
@@ -14,8 +15,12 @@
 //! thread, which halves its latency (measured with `cargo bench --bench lease`).
 //!
 //! Messages are bounded ([`MAX_MESSAGE`]); a client that disconnects mid-message leaves
-//! nothing behind; a reply that cannot be delivered does not undo the request (the owner's
-//! death does).
+//! nothing behind. No lease is left held for a caller that saw its acquire fail: an
+//! `Acquire` whose caller hung up before the table task got to it is not carried out
+//! (`hung_up`), and one whose reply cannot be written is undone (`Table::undo`). A reply
+//! that reaches the caller's socket just before the caller gives up counts as delivered;
+//! the owner's death releases what it holds then. Other requests are carried out whoever
+//! waits for them: a release leaves nothing held either way.
 
 // A `Failure` is built once per refused request; its size does not matter.
 #![allow(clippy::result_large_err)]
@@ -24,29 +29,37 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::access;
+use super::log::bounded;
 use super::pr_layer::{self, Plan, PrBackend};
 use super::protocol::{
-    self, AcquireParams, DiskMode, Failure, Framer, Info, LeasesReply, MAX_MESSAGE, Request,
-    VersionReply,
+    self, AcquireParams, DiskMode, Failure, Framer, Info, LeasesReply, MAX_DISKS, MAX_MESSAGE,
+    Rejected, Request, VersionReply,
 };
 use super::table::{
-    AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, Table, Target,
+    AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, Table, Target, Undo,
 };
 use crate::exit::{Code, chain_std};
 use crate::lockspace::{HostIdentity, LeaseError, Mode, Owner, Released};
 use crate::settings::Settings;
 
-/// Connections served at once; more wait in the listen backlog.
+/// Connections open at once. A new one beyond it takes the place of the connection that has
+/// waited longest for a request (`Slots`), or waits in the listen backlog while all are
+/// being served.
 pub const MAX_CLIENTS: usize = 1024;
-/// Disks in one request.
-pub const MAX_DISKS: usize = 4096;
+/// How long a client has to send a whole request: from when it connects, and again from
+/// each reply. A connection that has sent nothing, or part of a request, for that long is
+/// closed (it would hold one of the [`MAX_CLIENTS`] slots for nothing); so is one that
+/// leaves a reply unread for that long. The CLI sends its request as it connects; a client
+/// that keeps a connection between requests connects again after a pause.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an owner is polled when the kernel has no pidfd.
 pub const POLL_OWNER: Duration = Duration::from_millis(200);
 /// Owners that hold nothing any more whose watch is kept for a while, so that an owner
@@ -58,15 +71,30 @@ pub const IDLE_WATCHES: usize = 256;
 #[derive(Debug, Clone, Copy)]
 struct Peer {
     uid: u32,
+    gid: u32,
+    /// The process that connected, if the kernel could name it in our pid namespace.
+    pid: Option<i32>,
+}
+
+impl Peer {
+    /// Whom a listing is for: a client that is not root sees other uids' leases without
+    /// their owners (`Table::listing`); root sees everything.
+    fn viewer(self) -> Option<u32> {
+        (self.uid != 0).then_some(self.uid)
+    }
 }
 
 enum Cmd {
     Request {
         req: Request,
         peer: Peer,
-        /// The encoded reply (JSON and its NUL).
-        reply: oneshot::Sender<Vec<u8>>,
+        /// The caller's connection, for an `Acquire` that wants a reply: the table task
+        /// looks whether the caller is still there before it takes anything for it.
+        caller: Option<Arc<UnixStream>>,
+        reply: oneshot::Sender<Answer>,
     },
+    /// An acquire's reply could not be written: give back what it took.
+    Undelivered(Undo),
     OwnerDied {
         uuid: String,
         pid: u32,
@@ -76,6 +104,15 @@ enum Cmd {
     },
     /// Time to check the reservations held (every `pr_check_interval`).
     CheckReservations,
+}
+
+/// The table task's answer to a request.
+enum Answer {
+    /// The encoded reply (JSON and its NUL) and, for an acquire that took leases, what gives
+    /// them back if the reply cannot be delivered.
+    Reply { bytes: Vec<u8>, undo: Option<Undo> },
+    /// The caller hung up before its request was served: nothing was done, no reply.
+    CallerGone,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -143,34 +180,62 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
         std::process::id()
     ));
     let limit = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let slots = Arc::new(Slots::default());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot catch SIGTERM")?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot catch SIGINT")?;
+    let mut full_since: Option<tokio::time::Instant> = None;
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p.context("connection limit closed")?,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        };
-        tokio::select! {
+        let stream = tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        connection(stream, tx).await;
-                        drop(permit);
-                    });
-                }
+                Ok((stream, _)) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     // EMFILE and friends: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
-        }
+        };
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Every slot is taken: the connection that has waited longest for a request
+                // makes room; if all are being served, the first to finish does.
+                if full_since.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    full_since = Some(tokio::time::Instant::now());
+                    tracing::warn!(
+                        event = "connections-full",
+                        limit = MAX_CLIENTS,
+                        "all {MAX_CLIENTS} connections are open; closing those that wait \
+                         longest for a request to make room"
+                    );
+                }
+                slots.close_longest_waiting();
+                tokio::select! {
+                    p = limit.clone().acquire_owned() => p.context("connection limit closed")?,
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                }
+            }
+        };
+        let (id, waiting) = slots.open();
+        let guard = SlotGuard {
+            slots: slots.clone(),
+            id,
+            _permit: permit,
+        };
+        let tx = tx.clone();
+        let task = tokio::spawn(async move {
+            connection(stream, tx, &guard.slots, &waiting).await;
+            drop(guard);
+        });
+        // The runtime runs on this thread: the task cannot start, let alone end, before
+        // it is registered here.
+        slots.register(id, task.abort_handle());
     }
     notify("STOPPING=1");
     let (done_tx, done_rx) = oneshot::channel();
@@ -297,8 +362,106 @@ fn listen(socket: &Path) -> anyhow::Result<(UnixListener, SocketGuard)> {
     Ok((listener, guard))
 }
 
+/// The open connections, for the limit of [`MAX_CLIENTS`]: which of them are waiting for a
+/// request, and since when. When every slot is taken, a new client gets the slot of the
+/// connection that has waited longest for a request (`close_longest_waiting`), so idle
+/// connections, however many, never lock a client out; the idle timeout closes them anyway
+/// after [`IDLE_TIMEOUT`]. A connection being served (its request with the table, its reply
+/// being written) is never closed for room: the table finishes it.
+///
+/// Not a reserve of slots for `status`: the daemon cannot tell what a connection will ask
+/// before reading its request, and idle connections would fill a reserve as well.
+#[derive(Default)]
+struct Slots {
+    open: std::sync::Mutex<HashMap<u64, Slot>>,
+    next_id: AtomicU64,
+    /// Ticks each time a connection starts to wait for a request: a lower tick waited longer.
+    clock: AtomicU64,
+}
+
+struct Slot {
+    /// The tick at which the connection began to wait for a request; 0 while it is served.
+    waiting: Arc<AtomicU64>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl Slots {
+    /// A new connection's slot: its id and its waiting tick (it waits for a request).
+    fn open(&self) -> (u64, Arc<AtomicU64>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let waiting = Arc::new(AtomicU64::new(0));
+        self.waiting(&waiting);
+        let slot = Slot {
+            waiting: waiting.clone(),
+            task: None,
+        };
+        self.lock().insert(id, slot);
+        (id, waiting)
+    }
+
+    /// The task serving connection `id`, which closing it aborts.
+    fn register(&self, id: u64, task: tokio::task::AbortHandle) {
+        if let Some(slot) = self.lock().get_mut(&id) {
+            slot.task = Some(task);
+        }
+    }
+
+    /// The connection with this tick starts to wait for a request.
+    fn waiting(&self, tick: &AtomicU64) {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        tick.store(now, Ordering::Relaxed);
+    }
+
+    /// The connection with this tick has a request: it is served, and not closed for room.
+    fn serving(tick: &AtomicU64) {
+        tick.store(0, Ordering::Relaxed);
+    }
+
+    /// Closes the connection that has waited longest for a request (its task is aborted
+    /// at an await, where it holds no request; dropping it frees the slot). False when every
+    /// connection is being served.
+    fn close_longest_waiting(&self) -> bool {
+        let open = self.lock();
+        let oldest = open
+            .values()
+            .filter_map(|s| {
+                let t = s.waiting.load(Ordering::Relaxed);
+                Some((t, s.task.as_ref()?)).filter(|_| t != 0)
+            })
+            .min_by_key(|(t, _)| *t);
+        match oldest {
+            Some((_, task)) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
+        // Nothing panics while holding it; a poisoned map is still a correct map.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A connection's slot, given back when its task ends or is aborted.
+struct SlotGuard {
+    slots: Arc<Slots>,
+    id: u64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots.lock().remove(&self.id);
+    }
+}
+
 /// Serves one client connection: its requests in order, each reply written before the next
-/// request is read.
+/// request is read. A connection that does not complete a request within [`IDLE_TIMEOUT`]
+/// of connecting or of its last reply is closed, as is one that does not read its reply.
 ///
 /// Requests are peeked off the socket and consumed only once the replies to the requests
 /// they complete are written. Consuming a client's bytes frees its send buffer, and Linux
@@ -306,9 +469,15 @@ fn listen(socket: &Path) -> anyhow::Result<(UnixListener, SocketGuard)> {
 /// reply would wake for nothing, and the daemon would pay for that wakeup (on a VM an
 /// inter-processor interrupt) before starting on the request. Consumed after the reply, they
 /// wake nobody: the reply has woken the client already. It costs one `recvfrom` more.
-async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
+async fn connection(stream: UnixStream, tx: mpsc::Sender<Cmd>, slots: &Slots, waiting: &AtomicU64) {
+    // Shared with the table task while it serves an acquire (`Cmd::Request::caller`).
+    let stream = Arc::new(stream);
     let peer = match stream.peer_cred() {
-        Ok(c) => Peer { uid: c.uid() },
+        Ok(c) => Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid(),
+        },
         Err(e) => {
             tracing::warn!(error = %e, "cannot read peer credentials; closing");
             return;
@@ -316,27 +485,46 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
     };
     let mut framer = Framer::default();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
     loop {
-        let n = match peek(&stream, &mut buf).await {
+        let n = match tokio::time::timeout_at(deadline, peek(&stream, &mut buf)).await {
             // Closed, possibly mid-message: the partial message is dropped with the framer.
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(n)) => n,
+            Err(_) => {
+                tracing::debug!(
+                    uid = peer.uid,
+                    partial = framer.pending(),
+                    "no whole request within {IDLE_TIMEOUT:?}; closing"
+                );
+                return;
+            }
         };
         framer.push(&buf[..n]);
+        let mut replied = false;
         loop {
             match framer.next_message() {
                 Ok(Some(msg)) => {
-                    let (reply, oneway) = handle(&msg, peer, &tx).await;
-                    if !oneway && stream.write_all(&reply).await.is_err() {
+                    Slots::serving(waiting);
+                    // None: not a Varlink call (a protocol error), or the caller is gone.
+                    let Some(served) = handle(&msg, peer, &stream, &tx).await else {
+                        return;
+                    };
+                    if !served.oneway && write_reply(&stream, &served.reply).await.is_err() {
+                        // The caller sees a failure: it must not hold what it never heard of.
+                        if let Some(undo) = served.undo {
+                            let _ = tx.send(Cmd::Undelivered(undo)).await;
+                        }
                         return;
                     }
+                    replied = true;
                 }
                 Ok(None) => break,
                 Err(protocol::TooLarge(_)) => {
                     let reply = protocol::encode_failure(&Failure::RequestTooLarge {
                         limit: MAX_MESSAGE as u64,
                     });
-                    let _ = stream.write_all(&reply).await;
+                    let _ = write_reply(&stream, &reply).await;
                     tracing::warn!(uid = peer.uid, "request over {MAX_MESSAGE} bytes; closing");
                     return;
                 }
@@ -349,7 +537,29 @@ async fn connection(mut stream: UnixStream, tx: mpsc::Sender<Cmd>) {
         if consume(&stream, &mut buf, n, drained).is_err() {
             return;
         }
+        if replied {
+            deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+            slots.waiting(waiting);
+        }
     }
+}
+
+/// Writes a reply. A client that takes none of it for [`IDLE_TIMEOUT`] is given up on
+/// (`TimedOut`): its connection would otherwise hold its slot for as long as it does not read.
+async fn write_reply(stream: &UnixStream, mut reply: &[u8]) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    while !reply.is_empty() {
+        match stream.try_write(reply) {
+            Ok(n) => reply = &reply[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                tokio::time::timeout(IDLE_TIMEOUT, stream.writable())
+                    .await
+                    .map_err(|_| std::io::Error::from(ErrorKind::TimedOut))??;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Waits for bytes from the client and copies them into `buf` without consuming them; 0 at
@@ -417,42 +627,124 @@ fn consume(
     }
 }
 
-/// Answers one message; the reply comes encoded (JSON and its NUL), with whether the call
-/// was oneway (no reply to send).
-async fn handle(msg: &[u8], peer: Peer, tx: &mpsc::Sender<Cmd>) -> (Vec<u8>, bool) {
+/// A message answered.
+struct Served {
+    /// The reply, encoded (JSON and its NUL).
+    reply: Vec<u8>,
+    /// The call was oneway: no reply to send.
+    oneway: bool,
+    /// For an acquire that took leases: what gives them back if the reply is not delivered.
+    undo: Option<Undo>,
+}
+
+/// Answers one message. None for a message that is no Varlink call, and for an acquire
+/// whose caller hung up before it was served.
+async fn handle(
+    msg: &[u8],
+    peer: Peer,
+    stream: &Arc<UnixStream>,
+    tx: &mpsc::Sender<Cmd>,
+) -> Option<Served> {
     let (req, oneway) = match Request::decode(msg) {
         Ok(r) => r,
-        Err((f, oneway)) => return (protocol::encode_failure(&f), oneway),
+        Err(Rejected::NotACall(why)) => {
+            tracing::warn!(
+                event = "not-a-call",
+                uid = peer.uid,
+                reason = &*bounded(&why),
+                "a message of uid {} is no Varlink call; closing the connection",
+                peer.uid
+            );
+            return None;
+        }
+        Err(Rejected::Call {
+            failure,
+            oneway,
+            why,
+        }) => {
+            if let (Failure::InvalidParameter { parameter }, Some(why)) = (&failure, why) {
+                log_invalid(peer, parameter, &why);
+            }
+            let reply = protocol::encode_failure(&failure);
+            return Some(Served {
+                reply,
+                oneway,
+                undo: None,
+            });
+        }
     };
+    let mut undo = None;
     let reply = match req {
         Request::Version => protocol::encode_ok(&VersionReply {
             version: env!("CARGO_PKG_VERSION").into(),
             protocol: protocol::PROTOCOL,
         }),
         Request::GetInfo => protocol::encode_ok(&Info::this()),
-        Request::GetInterfaceDescription { interface } => {
-            if interface == protocol::INTERFACE {
-                protocol::encode_ok(&serde_json::json!({ "description": protocol::DESCRIPTION }))
-            } else {
-                protocol::encode_failure(&Failure::InterfaceNotFound { interface })
-            }
-        }
+        Request::GetInterfaceDescription { interface } => match protocol::description(&interface) {
+            Some(description) => protocol::encode_ok(&protocol::DescriptionReply { description }),
+            None => protocol::encode_failure(&Failure::InterfaceNotFound { interface }),
+        },
         req => {
             let (reply_tx, reply_rx) = oneshot::channel();
+            // A oneway caller need not wait for its acquire: it is carried out regardless.
+            let caller = (!oneway && matches!(req, Request::Acquire(_))).then(|| stream.clone());
             let sent = tx
                 .send(Cmd::Request {
                     req,
                     peer,
+                    caller,
                     reply: reply_tx,
                 })
                 .await;
             match (sent, reply_rx.await) {
-                (Ok(()), Ok(r)) => r,
+                (Ok(()), Ok(Answer::Reply { bytes, undo: u })) => {
+                    undo = u;
+                    bytes
+                }
+                (Ok(()), Ok(Answer::CallerGone)) => return None,
                 _ => protocol::encode_failure(&Failure::ShuttingDown {}),
             }
         }
     };
-    (reply, oneway)
+    Some(Served {
+        reply,
+        oneway,
+        undo,
+    })
+}
+
+/// Whether the caller on `conn` has hung up: it closed its end (or shut down both
+/// directions), which the kernel reports as POLLHUP, or the connection failed (POLLERR).
+/// One `poll` that does not wait. A caller that only shut down its writing half, having
+/// sent its request, still gets its reply.
+fn hung_up(conn: &UnixStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd as _;
+    let mut fds = [PollFd::new(conn.as_fd(), PollFlags::empty())];
+    nix::poll::poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+}
+
+/// Logs why a parameter was refused (the `InvalidParameter` error names only the parameter).
+fn log_invalid(peer: Peer, parameter: &str, why: &str) {
+    tracing::warn!(
+        event = "invalid-parameter",
+        uid = peer.uid,
+        parameter = &*bounded(parameter),
+        reason = &*bounded(why),
+        "refused a call of uid {}: invalid parameter",
+        peer.uid
+    );
+}
+
+/// An `InvalidParameter` refusal of `parameter`, its reason logged.
+fn invalid(peer: Peer, parameter: &str, why: &str) -> Failure {
+    log_invalid(peer, parameter, why);
+    Failure::InvalidParameter {
+        parameter: parameter.to_owned(),
+    }
 }
 
 /// Lets the tasks already queued on this (current-thread) runtime run first — the connection
@@ -517,10 +809,17 @@ async fn table_task(
     };
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            Cmd::Request { req, peer, reply } => {
-                let r = shell.request(req, peer);
-                // The client may be gone; its owner's death releases what it took.
-                let _ = reply.send(r);
+            Cmd::Request {
+                req,
+                peer,
+                caller,
+                reply,
+            } => {
+                let answer = shell.request(req, peer, caller.as_deref());
+                if let Err(Answer::Reply { undo: Some(u), .. }) = reply.send(answer) {
+                    // The connection task is gone: the reply cannot be delivered.
+                    shell.undelivered(u);
+                }
                 // Let the connection task write the reply, then write the new leases' holder
                 // records, start owner watches and log the events. Commands wait in the
                 // channel meanwhile.
@@ -528,6 +827,7 @@ async fn table_task(
                 shell.table.settle();
                 shell.effects();
             }
+            Cmd::Undelivered(u) => shell.undelivered(u),
             Cmd::OwnerDied { uuid, pid } => shell.owner_died(&uuid, pid),
             Cmd::CheckReservations => shell.check_reservations(),
             Cmd::Shutdown { done } => {
@@ -588,24 +888,58 @@ impl Shell {
         let m = self.table.backend_mut().maintain();
         for f in m.findings {
             if f.repaired {
-                tracing::info!(event = "pr-repaired", disk = %f.disk, drift = %f.drift, "{}: {}; repaired: {}", f.disk, f.drift, f.drift.fix());
+                tracing::info!(event = "pr-repaired", disk = &*bounded(&f.disk), drift = %f.drift, "reservation repaired: {}", f.drift.fix());
             } else {
-                tracing::warn!(event = "pr-drift", disk = %f.disk, drift = %f.drift, "{}: {}; {}", f.disk, f.drift, f.drift.fix());
+                tracing::warn!(event = "pr-drift", disk = &*bounded(&f.disk), drift = %f.drift, "reservation drifted: {}", f.drift.fix());
             }
         }
         for l in m.lost {
-            tracing::error!(event = "pr-lost", disk = %l.disk, key = %l.key.as_str(), drift = %l.why, "{}: the disk's reservation is lost: {}; {}", l.disk, l.why, l.why.fix());
+            tracing::error!(event = "pr-lost", disk = &*bounded(&l.disk), key = %l.key.as_str(), drift = %l.why, "the disk's reservation is lost: {}", l.why.fix());
         }
     }
 
-    fn request(&mut self, req: Request, peer: Peer) -> Vec<u8> {
+    /// Gives back what an acquire took: its reply could not be delivered.
+    fn undelivered(&mut self, undo: Undo) {
+        let owner = undo.owner().to_owned();
+        if !self.table.undo(undo) {
+            tracing::info!(
+                event = "reply-undelivered",
+                owner_uuid = owner.as_str(),
+                "an acquire's reply was not delivered; its leases stay, as the owner has \
+                 acquired again since or is gone"
+            );
+        }
+        self.effects();
+    }
+
+    /// Serves a request; `caller` is the connection of an acquire that wants its reply.
+    fn request(&mut self, req: Request, peer: Peer, caller: Option<&UnixStream>) -> Answer {
         let result = match req {
-            Request::Acquire(p) => self.acquire(p, peer).map(|(ids, skipped)| {
-                protocol::encode_ok(&LeasesReply {
-                    leases: self.table.listing(Some(&ids)),
-                    skipped: Some(&skipped),
-                })
-            }),
+            Request::Acquire(p) => {
+                // Taking leases (or another host's reservation) for a caller that has given
+                // up would leave them held for someone who saw a failure.
+                if caller.is_some_and(hung_up) {
+                    tracing::info!(
+                        event = "abandoned",
+                        uid = peer.uid,
+                        owner = &*bounded(&p.owner.name),
+                        disks = p.disks.len(),
+                        "not acquiring: the caller hung up before it was served"
+                    );
+                    return Answer::CallerGone;
+                }
+                let result = self.acquire(p, peer).map(|(ids, skipped)| {
+                    protocol::encode_ok(&LeasesReply {
+                        leases: self.table.listing(Some(&ids), peer.viewer()),
+                        skipped: Some(&skipped),
+                    })
+                });
+                let undo = self.table.take_undo();
+                return Answer::Reply {
+                    bytes: result.unwrap_or_else(|f| protocol::encode_failure(&f)),
+                    undo,
+                };
+            }
             Request::Release(p) => {
                 let targets: Vec<(String, LeaseId)> = p
                     .disks
@@ -619,9 +953,7 @@ impl Shell {
             }
             Request::ReleaseOwner(p) => {
                 if p.name.is_none() && p.uuid.is_none() {
-                    Err(Failure::InvalidParameter {
-                        parameter: "ReleaseOwner needs a name or a uuid".into(),
-                    })
+                    Err(invalid(peer, "name", "ReleaseOwner needs a name or a uuid"))
                 } else {
                     let sel = OwnerSelector {
                         name: p.name,
@@ -634,7 +966,7 @@ impl Shell {
                 }
             }
             Request::Status => Ok(protocol::encode_ok(&LeasesReply {
-                leases: self.table.listing(None),
+                leases: self.table.listing(None, peer.viewer()),
                 skipped: None,
             })),
             // Answered by the connection task.
@@ -644,7 +976,10 @@ impl Shell {
                 })
             }
         };
-        result.unwrap_or_else(|f| protocol::encode_failure(&f))
+        Answer::Reply {
+            bytes: result.unwrap_or_else(|f| protocol::encode_failure(&f)),
+            undo: None,
+        }
     }
 
     /// The lease a disk names: the held lease taken under that exact name (when one was),
@@ -685,16 +1020,19 @@ impl Shell {
             pr,
         } = p;
         if pr == Some(true) && !self.table.backend().enabled() {
-            return Err(Failure::InvalidParameter {
-                parameter: "pr: persistent reservations are off in the daemon's configuration \
-                            (persistent_reservations = 0)"
-                    .into(),
-            });
+            return Err(invalid(
+                peer,
+                "pr",
+                "persistent reservations are off in the daemon's configuration \
+                 (persistent_reservations = 0)",
+            ));
         }
         if disks.is_empty() || disks.len() > MAX_DISKS {
-            return Err(Failure::InvalidParameter {
-                parameter: format!("disks: between 1 and {MAX_DISKS} disks are needed"),
-            });
+            let why = format!(
+                "{} disks; between 1 and {MAX_DISKS} are needed",
+                disks.len()
+            );
+            return Err(invalid(peer, "disks", &why));
         }
         check_owner(&owner)?;
         // An owner already registered (same uuid and pid) is watched already. One that held
@@ -716,6 +1054,8 @@ impl Shell {
         };
         let mut targets = Vec::with_capacity(disks.len());
         let mut skipped = Vec::new();
+        // A client that is not root names only disks it could open itself.
+        let creds = (peer.uid != 0).then(|| access::Creds::of_peer(peer.uid, peer.gid, peer.pid));
         for d in &disks {
             let mode = match d.mode {
                 DiskMode::Exclusive => Mode::Exclusive,
@@ -726,18 +1066,20 @@ impl Shell {
                     continue;
                 }
             };
-            match resolve_with(&self.settings, &d.path, mode) {
+            let resolved = resolve_with(&self.settings, &d.path, mode);
+            if let Some(c) = &creds
+                && let Err(f) = self.reachable(&d.path, &resolved, mode, c)
+            {
+                return Err(self.refuse_disk(&d.path, &owner, f));
+            }
+            match resolved {
                 Ok((t, r)) => {
-                    if let Some(plan) = self.pr_plan(&t, &r, pr, preempt)? {
+                    if let Some(plan) = self.pr_plan(&t, &r, pr, preempt, peer)? {
                         self.table.backend_mut().plan(t.key.clone(), plan);
                     }
                     targets.push(t);
                 }
-                Err(f) => {
-                    self.table.backend_mut().clear_plans();
-                    tracing::warn!(event = "refuse", disk = %d.path, owner = %owner.name, owner_uuid = %owner.uuid, reason = %f, "refused {}: {f}", d.path);
-                    return Err(f);
-                }
+                Err(f) => return Err(self.refuse_disk(&d.path, &owner, f)),
             }
         }
         let result = self.table.acquire(
@@ -754,6 +1096,58 @@ impl Shell {
         Ok((leases, skipped))
     }
 
+    /// Whether a client that is not root (`creds`) may name this disk: it could open what it
+    /// resolved to (read, and write for an exclusive lease). The disk it could not open and
+    /// the disk that does not exist get the same refusal, so that the answer does not tell
+    /// which; a disk it can reach but not resolve gets the resolver's reason.
+    fn reachable(
+        &self,
+        disk: &str,
+        resolved: &Result<(Target, disklock_naming::Resolution), Failure>,
+        mode: Mode,
+        creds: &access::Creds,
+    ) -> Result<(), Failure> {
+        let root = self.settings.resolver.root();
+        let (want, what) = match mode {
+            Mode::Exclusive => (access::READ | access::WRITE, "reading and writing"),
+            Mode::Shared => (access::READ, "reading"),
+        };
+        let may = match resolved {
+            Ok((_, r)) => access::may_open(root, &r.path, creds, want),
+            // Not absolute: refused for that, whether it exists or not.
+            Err(_) if !disk.starts_with('/') => true,
+            Err(_) => access::may_open(root, Path::new(disk), creds, want),
+        };
+        if may {
+            return Ok(());
+        }
+        Err(Failure::PermissionDenied {
+            reason: format!(
+                "uid {} cannot open {disk} for {what}, or it does not exist",
+                creds.uid
+            ),
+        })
+    }
+
+    /// Logs the refusal of an acquire for one of its disks; the refusal.
+    fn refuse_disk(&mut self, disk: &str, owner: &crate::lockspace::Owner, f: Failure) -> Failure {
+        self.table.backend_mut().clear_plans();
+        let reason = match &f {
+            Failure::UnknownDisk { reason, .. } => reason.clone(),
+            f => f.to_string(),
+        };
+        tracing::warn!(
+            event = "refuse",
+            disk = &*bounded(disk),
+            owner = owner.name.as_str(),
+            owner_uuid = owner.uuid.as_str(),
+            reason = &*bounded(without_disk(&reason, disk)),
+            "refused a lease for {}",
+            owner.name
+        );
+        f
+    }
+
     /// Whether and how a resolved disk gets a reservation: reservations on, a SCSI or NVMe
     /// key, not in `pr_exclude` (by key or as named), and not turned off for this request
     /// (`pr = false`). `pr = true` insists: a disk that cannot be reserved is an error.
@@ -763,6 +1157,7 @@ impl Shell {
         r: &disklock_naming::Resolution,
         pr: Option<bool>,
         preempt: bool,
+        peer: Peer,
     ) -> Result<Option<Plan>, Failure> {
         if pr == Some(false) || !self.table.backend().enabled() {
             return Ok(None);
@@ -773,9 +1168,10 @@ impl Shell {
                 disk: t.disk.clone(),
                 preempt,
             })),
-            Err(why) if pr == Some(true) => Err(Failure::InvalidParameter {
-                parameter: format!("pr: {} cannot get a persistent reservation ({why})", t.disk),
-            }),
+            Err(why) if pr == Some(true) => {
+                let why = format!("{} cannot get a persistent reservation ({why})", t.disk);
+                Err(invalid(peer, "pr", &why))
+            }
             _ => Ok(None),
         }
     }
@@ -1002,7 +1398,10 @@ fn lease_reason(e: &LeaseError) -> String {
 }
 
 /// One event, one line. Names, keys, paths and reasons go in as strings, which the log
-/// quotes (and the journal stores as they are) without the formatting machinery.
+/// quotes (and the journal stores as they are) without the formatting machinery. Each value
+/// is a field, once: the message is a summary without the disk or the reason, and what a
+/// client sent (a disk path) or what quotes it (a reason) is cut at 512 bytes ([`bounded`]),
+/// so that a made-up path of 4 KiB costs the log one bounded field, not four copies.
 fn log_event(e: &Event) {
     match e {
         Event::Acquired {
@@ -1013,7 +1412,7 @@ fn log_event(e: &Event) {
             new_lock,
         } => tracing::info!(
             event = "acquire",
-            disk = &**disk,
+            disk = &*bounded(disk),
             key = lease.key.as_str(),
             lockspace = &*lease.lockspace.to_string_lossy(),
             mode = mode.as_str(),
@@ -1021,7 +1420,7 @@ fn log_event(e: &Event) {
             owner_uuid = owner.uuid.as_str(),
             owner_pid = owner.pid,
             new_lock,
-            "acquired {disk} ({mode}) for {}",
+            "acquired a lease ({mode}) for {}",
             owner.name
         ),
         Event::Refused {
@@ -1032,7 +1431,7 @@ fn log_event(e: &Event) {
             reason,
         } => tracing::warn!(
             event = "refuse",
-            disk = disk.as_str(),
+            disk = &*bounded(disk),
             key = lease.as_ref().map_or("", |l| l.key.as_str()),
             lockspace = &*lease
                 .as_ref()
@@ -1041,8 +1440,8 @@ fn log_event(e: &Event) {
             owner = owner.name.as_str(),
             owner_uuid = owner.uuid.as_str(),
             owner_pid = owner.pid,
-            reason = reason.as_str(),
-            "refused {disk} ({mode}) for {}: {reason}",
+            reason = &*bounded(without_disk(reason, disk)),
+            "refused a lease ({mode}) for {}",
             owner.name
         ),
         Event::Released {
@@ -1060,15 +1459,15 @@ fn log_event(e: &Event) {
             };
             tracing::info!(
                 event = "release",
-                disk = &**disk,
+                disk = &*bounded(disk),
                 key = lease.key.as_str(),
                 lockspace = &*lease.lockspace.to_string_lossy(),
                 owner = owner.name.as_str(),
                 owner_uuid = owner.uuid.as_str(),
                 owner_pid = owner.pid,
                 cause = cause.as_str(),
-                file = &*file_text,
-                "released {disk} for {} ({}): {file_text}",
+                file = &*bounded(&file_text),
+                "released a lease of {} ({})",
                 owner.name,
                 cause.as_str()
             );
@@ -1077,11 +1476,18 @@ fn log_event(e: &Event) {
             event = "holder-not-updated",
             key = lease.key.as_str(),
             lockspace = &*lease.lockspace.to_string_lossy(),
-            reason = reason.as_str(),
-            "cannot write the holder record of {}: {reason}",
-            lease.path().display()
+            reason = &*bounded(reason),
+            "cannot write a holder record"
         ),
     }
+}
+
+/// A refusal's reason without the disk it starts with (the event names the disk).
+fn without_disk<'a>(reason: &'a str, disk: &str) -> &'a str {
+    reason
+        .strip_prefix(disk)
+        .and_then(|r| r.strip_prefix(": "))
+        .unwrap_or(reason)
 }
 
 #[cfg(test)]
@@ -1109,6 +1515,39 @@ mod tests {
         let bytes = protocol::encode_failure(&f);
         let reply: protocol::Reply = serde_json::from_slice(&bytes[..bytes.len() - 1]).unwrap();
         assert_eq!(Failure::from_reply(&reply), Some(f));
+    }
+
+    /// At the limit, the connection that has waited longest for a request is closed; one
+    /// being served never is.
+    #[test]
+    fn the_longest_waiting_connection_makes_room() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let slots = Slots::default();
+            let mut tasks = Vec::new();
+            let mut ticks = Vec::new();
+            for _ in 0..3 {
+                let (id, tick) = slots.open();
+                let task = tokio::spawn(std::future::pending::<()>());
+                slots.register(id, task.abort_handle());
+                tasks.push(task);
+                ticks.push(tick);
+            }
+            // The first is being served; the third was served and waits again, since after
+            // the second began to.
+            Slots::serving(&ticks[0]);
+            slots.waiting(&ticks[2]);
+            assert!(slots.close_longest_waiting());
+            tokio::task::yield_now().await;
+            let ended: Vec<bool> = tasks.iter().map(|t| t.is_finished()).collect();
+            assert_eq!(ended, [false, true, false]);
+            // In the daemon the aborted task's guard gives its slot back.
+            slots.lock().remove(&1);
+            Slots::serving(&ticks[2]);
+            assert!(!slots.close_longest_waiting(), "all are being served");
+        });
     }
 
     #[test]

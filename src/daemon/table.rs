@@ -251,6 +251,8 @@ struct OwnerEntry {
     owner: Arc<Owner>,
     uid: u32,
     leases: Vec<Arc<LeaseId>>,
+    /// The serial of the last acquire that succeeded for this owner ([`Undo`]).
+    last_acquire: u64,
 }
 
 /// Something for the I/O shell to do.
@@ -283,6 +285,8 @@ pub enum Cause {
     Shutdown,
     /// A multi-disk acquire failed part way and gave back what it took.
     Rollback,
+    /// The acquire's reply could not be delivered: its caller saw a failure.
+    Undelivered,
 }
 
 impl Cause {
@@ -293,6 +297,7 @@ impl Cause {
             Cause::OwnerDied => "owner-died",
             Cause::Shutdown => "shutdown",
             Cause::Rollback => "rollback",
+            Cause::Undelivered => "reply-undelivered",
         }
     }
 }
@@ -373,6 +378,14 @@ pub struct LeaseView {
     /// why. The owner should stop writing; only a new acquire takes the disk again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost: Option<String>,
+    /// Owners of other uids left out of `owners` and `holder.owners`, for a client that is
+    /// not root: how many.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hidden_owners: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Held leases, serialized as a list of [`LeaseView`]s without building them: a reply is
@@ -380,23 +393,49 @@ pub struct LeaseView {
 pub struct Listing<'a, B: Backend> {
     table: &'a Table<B>,
     ids: Option<&'a [Arc<LeaseId>]>,
+    viewer: Option<u32>,
 }
 
 impl<B: Backend> serde::Serialize for Listing<'_, B> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (leases, me) = (&self.table.leases, &self.table.identity);
         match self.ids {
-            Some(ids) => s.collect_seq(
+            Some(ids) => self.write(
+                s,
                 ids.iter()
-                    .filter_map(|id| leases.get_key_value(id))
-                    .map(|(id, e)| ViewRef::new(me, id, e, self.table.backend.lost(&e.lease))),
+                    .filter_map(|id| self.table.leases.get_key_value(id)),
             ),
-            None => s.collect_seq(
-                leases
-                    .iter()
-                    .map(|(id, e)| ViewRef::new(me, id, e, self.table.backend.lost(&e.lease))),
-            ),
+            None => self.write(s, self.table.leases.iter()),
         }
+    }
+}
+
+impl<'a, B: Backend> Listing<'a, B> {
+    fn write<S: serde::Serializer>(
+        &self,
+        s: S,
+        leases: impl Iterator<Item = (&'a Arc<LeaseId>, &'a Entry<B::Lease>)>,
+    ) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq as _;
+        let t = self.table;
+        let mut seq = s.serialize_seq(None)?;
+        for (id, e) in leases {
+            let lost = t.backend.lost(&e.lease);
+            let all = e.owners.as_slice();
+            match self.viewer {
+                None => seq.serialize_element(&ViewRef::new(&t.identity, id, e, lost, all, 0))?,
+                Some(uid) => {
+                    let shown: Vec<Arc<Owner>> = all
+                        .iter()
+                        .filter(|o| t.owners.get(&o.uuid).is_some_and(|x| x.uid == uid))
+                        .cloned()
+                        .collect();
+                    let hidden = all.len() - shown.len();
+                    let view = ViewRef::new(&t.identity, id, e, lost, &shown, hidden);
+                    seq.serialize_element(&view)?;
+                }
+            }
+        }
+        seq.end()
     }
 }
 
@@ -406,8 +445,10 @@ impl<'a> ViewRef<'a> {
         id: &'a LeaseId,
         e: &'a Entry<L>,
         lost: Option<&'a str>,
+        owners: &'a [Arc<Owner>],
+        hidden_owners: usize,
     ) -> ViewRef<'a> {
-        let owners = OwnersRef::Shared(e.owners.as_slice());
+        let owners = OwnersRef::Shared(owners);
         ViewRef {
             disk: &e.disk,
             key: id.key.as_str(),
@@ -419,6 +460,7 @@ impl<'a> ViewRef<'a> {
             since: e.since,
             holder: me.record(e.mode, e.since, &e.disk, owners),
             lost,
+            hidden_owners,
         }
     }
 }
@@ -437,6 +479,8 @@ struct ViewRef<'a> {
     holder: HolderRef<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lost: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_zero")]
+    hidden_owners: usize,
 }
 
 /// A lease file's path ([`LeaseId::path`]), serialized without building it.
@@ -520,6 +564,24 @@ pub struct ReleaseOutcome {
     pub not_held: Vec<String>,
 }
 
+/// What gives back the leases an acquire took when its reply never reached the caller
+/// ([`Table::take_undo`], [`Table::undo`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undo {
+    uuid: String,
+    /// The acquire's serial: an undo applies only while it is the owner's last acquire.
+    serial: u64,
+    /// The leases it took (not those the owner held already).
+    taken: Vec<Arc<LeaseId>>,
+}
+
+impl Undo {
+    /// The owner's uuid.
+    pub fn owner(&self) -> &str {
+        &self.uuid
+    }
+}
+
 /// Which owners to release.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnerSelector {
@@ -543,6 +605,10 @@ pub struct Table<B: Backend> {
     effects: Vec<Effect>,
     /// Leases taken since the last [`Table::settle`].
     unsettled: Vec<Arc<LeaseId>>,
+    /// Successful acquires so far: the serial of the next [`Undo`].
+    acquires: u64,
+    /// The undo of the last acquire, until taken.
+    undo: Option<Undo>,
 }
 
 /// The held leases first taken under one disk name.
@@ -565,6 +631,8 @@ impl<B: Backend> Table<B> {
             owners: BTreeMap::new(),
             unsettled: Vec::new(),
             effects: Vec::new(),
+            acquires: 0,
+            undo: None,
         }
     }
 
@@ -631,6 +699,7 @@ impl<B: Backend> Table<B> {
             since: e.since,
             holder: self.entry_holder(e),
             lost: self.backend.lost(&e.lease).map(str::to_owned),
+            hidden_owners: 0,
         }
     }
 
@@ -643,9 +712,19 @@ impl<B: Backend> Table<B> {
     }
 
     /// These held leases (all of them for `None`, in lockspace and key order), serialized
-    /// as a list of [`LeaseView`]s straight from the table.
-    pub fn listing<'a>(&'a self, ids: Option<&'a [Arc<LeaseId>]>) -> Listing<'a, B> {
-        Listing { table: self, ids }
+    /// as a list of [`LeaseView`]s straight from the table. For a `viewer` uid (a client
+    /// that is not root), owners of other uids are left out of each lease's owners and
+    /// holder record, and counted in `hidden_owners`: it sees what is held, not for whom.
+    pub fn listing<'a>(
+        &'a self,
+        ids: Option<&'a [Arc<LeaseId>]>,
+        viewer: Option<u32>,
+    ) -> Listing<'a, B> {
+        Listing {
+            table: self,
+            ids,
+            viewer,
+        }
     }
 
     /// The uid recorded for `owner` if it is registered with this uuid, name and pid.
@@ -711,6 +790,7 @@ impl<B: Backend> Table<B> {
     /// Takes every target for `req.owner`, or none of them; returns the leases it names, in
     /// request order (see [`Table::listing`]).
     pub fn acquire(&mut self, req: AcquireRequest, now: u64) -> Result<Vec<Arc<LeaseId>>, Refusal> {
+        self.undo = None;
         let AcquireRequest {
             targets,
             owner,
@@ -773,7 +853,14 @@ impl<B: Backend> Table<B> {
                 }
             }
         }
+        self.acquires += 1;
+        let serial = self.acquires;
         if !taken.is_empty() {
+            self.undo = Some(Undo {
+                uuid: owner.uuid.clone(),
+                serial,
+                taken: taken.clone(),
+            });
             if !self.owners.contains_key(&owner.uuid) {
                 self.effects.push(Effect::Watch {
                     uuid: owner.uuid.clone(),
@@ -785,6 +872,7 @@ impl<B: Backend> Table<B> {
                         owner: owner.clone(),
                         uid: owner_uid,
                         leases: Vec::new(),
+                        last_acquire: serial,
                     },
                 );
             }
@@ -792,7 +880,39 @@ impl<B: Backend> Table<B> {
                 entry.leases.extend(taken);
             }
         }
+        // Even an acquire that took nothing new told its caller that the owner holds these
+        // leases: an earlier acquire's undo must not take them away any more.
+        if let Some(entry) = self.owners.get_mut(&owner.uuid) {
+            entry.last_acquire = serial;
+        }
         Ok(ids)
+    }
+
+    /// The undo of the last [`Table::acquire`], if it succeeded and took any lease: for the
+    /// shell to keep until the reply is delivered.
+    pub fn take_undo(&mut self) -> Option<Undo> {
+        self.undo.take()
+    }
+
+    /// Gives back what an acquire took, because its reply never reached its caller (who saw
+    /// a failure, and must not be left holding leases it does not know of). Nothing is
+    /// given back once the owner has acquired again since (that caller was told it holds
+    /// them) or has gone; leases it released since are already gone. False when nothing
+    /// was given back for that reason.
+    pub fn undo(&mut self, undo: Undo) -> bool {
+        let Undo {
+            uuid,
+            serial,
+            taken,
+        } = undo;
+        if self.owners.get(&uuid).map(|o| o.last_acquire) != Some(serial) {
+            return false;
+        }
+        for id in taken.iter().rev() {
+            self.drop_owner_from_lease(id, &uuid, Cause::Undelivered);
+            self.drop_lease_from_owner(&uuid, id);
+        }
+        true
     }
 
     fn refuse_all(&mut self, targets: &[Target], owner: &Owner, refusal: Refusal) -> Refusal {
@@ -1030,9 +1150,12 @@ impl<B: Backend> Table<B> {
                 }
                 None => e.owners.keys().cloned().collect(),
             };
-            if let Some(u) = uuids.iter().find(|u| !self.may_release(client_uid, u)) {
+            // The owner is not named: a client of another uid has no business with it.
+            if uuids.iter().any(|u| !self.may_release(client_uid, u)) {
                 return Err(Refusal::PermissionDenied {
-                    reason: format!("uid {client_uid} may not release {disk} held for owner {u}"),
+                    reason: format!(
+                        "uid {client_uid} may not release {disk}: an owner of another uid holds it"
+                    ),
                 });
             }
             if !plan.iter().any(|(_, p, _)| *p == id) {
@@ -1064,9 +1187,18 @@ impl<B: Backend> Table<B> {
             })
             .map(|(u, _)| u.clone())
             .collect();
-        if let Some(u) = uuids.iter().find(|u| !self.may_release(client_uid, u)) {
+        if uuids.iter().any(|u| !self.may_release(client_uid, u)) {
+            // Named as the client named it: the uuid of an owner found by name is not its
+            // business.
+            let named = sel
+                .name
+                .as_deref()
+                .or(sel.uuid.as_deref())
+                .unwrap_or_default();
             return Err(Refusal::PermissionDenied {
-                reason: format!("uid {client_uid} may not release owner {u}"),
+                reason: format!(
+                    "uid {client_uid} may not release owner {named}: it belongs to another uid"
+                ),
             });
         }
         let mut out = ReleaseOutcome::default();
@@ -1334,15 +1466,72 @@ mod tests {
         let v = t.views(&ids);
         assert_eq!(v[0].owners, vec![owner(2), owner(3)]);
         // The reply's listing, written from the table, reads back as these views.
-        let json = serde_json::to_string(&t.listing(Some(&ids))).unwrap();
+        let json = serde_json::to_string(&t.listing(Some(&ids), None)).unwrap();
         assert_eq!(serde_json::from_str::<Vec<LeaseView>>(&json).unwrap(), v);
-        let json = serde_json::to_string(&t.listing(None)).unwrap();
+        let json = serde_json::to_string(&t.listing(None, None)).unwrap();
         let all = serde_json::from_str::<Vec<LeaseView>>(&json).unwrap();
         assert_eq!(all, t.status());
         assert_eq!(all.len(), 2);
         assert_eq!(t.backend().ours.len(), 2);
         assert_eq!(t.backend().updates, 1);
         assert_eq!(t.backend().double_open, 0);
+    }
+
+    /// A client that is not root sees every lease, but only the owners of its own uid: the
+    /// others are left out of owners and the holder record, and counted.
+    #[test]
+    fn a_viewer_sees_the_owners_of_its_uid_only() {
+        let mut t = table();
+        t.acquire(req(1, &[1], Mode::Exclusive), 1).unwrap();
+        let mut r = req(2, &[2], Mode::Shared);
+        (r.owner_uid, r.client_uid) = (2000, 2000);
+        t.acquire(r, 1).unwrap();
+        t.acquire(req(3, &[2], Mode::Shared), 1).unwrap();
+        let seen_by = |viewer: Option<u32>| -> Vec<(Vec<Owner>, Vec<Owner>, usize)> {
+            let json = serde_json::to_string(&t.listing(None, viewer)).unwrap();
+            serde_json::from_str::<Vec<LeaseView>>(&json)
+                .unwrap()
+                .into_iter()
+                .map(|v| (v.owners, v.holder.owners, v.hidden_owners))
+                .collect()
+        };
+        let all = seen_by(None);
+        assert_eq!(
+            all,
+            [
+                (vec![owner(1)], vec![owner(1)], 0),
+                (vec![owner(2), owner(3)], vec![owner(2), owner(3)], 0)
+            ]
+        );
+        assert_eq!(
+            seen_by(Some(1000)),
+            [
+                (vec![owner(1)], vec![owner(1)], 0),
+                (vec![owner(3)], vec![owner(3)], 1)
+            ]
+        );
+        assert_eq!(
+            seen_by(Some(2000)),
+            [(vec![], vec![], 1), (vec![owner(2)], vec![owner(2)], 1)]
+        );
+        assert_eq!(
+            seen_by(Some(3000)),
+            [(vec![], vec![], 1), (vec![], vec![], 2)]
+        );
+        // An acquire's reply, for its client, is filtered the same way.
+        let ids: Vec<Arc<LeaseId>> = t.leases.keys().cloned().collect();
+        let json = serde_json::to_string(&t.listing(Some(&ids[1..]), Some(2000))).unwrap();
+        let v: Vec<LeaseView> = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            (v[0].owners.clone(), v[0].hidden_owners),
+            (vec![owner(2)], 1)
+        );
+        // Without hidden owners, the field is left out (the reply is as it was).
+        assert!(
+            !serde_json::to_string(&t.listing(None, None))
+                .unwrap()
+                .contains("hidden")
+        );
     }
 
     #[test]
@@ -1555,9 +1744,64 @@ mod tests {
         assert_eq!(t.lease_named("/disk1"), None);
     }
 
+    /// An acquire whose reply cannot be delivered gives back what it took, and only that;
+    /// an owner it alone registered goes; an acquire since keeps it.
+    #[test]
+    fn an_undelivered_acquire_gives_back_what_it_took() {
+        let released = |e: &[Effect]| -> Vec<LeaseId> {
+            e.iter()
+                .filter_map(|e| match e {
+                    Effect::Log(Event::Released {
+                        lease,
+                        cause: Cause::Undelivered,
+                        ..
+                    }) => Some((**lease).clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut t = table();
+        t.acquire(req(1, &[1], Mode::Exclusive), 1).unwrap();
+        assert!(t.take_undo().is_some(), "delivered: dropped");
+        // Disk 1 was held already: only disk 2 goes back, and the owner stays.
+        t.acquire(req(1, &[1, 2], Mode::Exclusive), 2).unwrap();
+        let u = t.take_undo().unwrap();
+        t.take_effects();
+        assert!(t.undo(u));
+        let e = t.take_effects();
+        assert_eq!(released(&e), vec![id(2)]);
+        assert!(!e.iter().any(|e| matches!(e, Effect::Unwatch { .. })));
+        assert_eq!(t.backend().ours.keys().collect::<Vec<_>>(), vec![&id(1)]);
+        // A shared lease it joined: only its hold goes, the lock stays for the other owner.
+        t.acquire(req(2, &[3], Mode::Shared), 3).unwrap();
+        t.acquire(req(3, &[3], Mode::Shared), 3).unwrap();
+        let u = t.take_undo().unwrap();
+        t.take_effects();
+        assert!(t.undo(u));
+        let e = t.take_effects();
+        assert_eq!(released(&e), vec![id(3)]);
+        assert!(e.contains(&Effect::Unwatch {
+            uuid: "uuid-3".into()
+        }));
+        assert!(!t.owners.contains_key("uuid-3"));
+        assert_eq!(t.views(&[Arc::new(id(3))])[0].owners, vec![owner(2)]);
+        // The owner acquired again since (its caller was told it holds the disk): kept.
+        t.acquire(req(4, &[4], Mode::Exclusive), 4).unwrap();
+        let u = t.take_undo().unwrap();
+        t.acquire(req(4, &[4], Mode::Exclusive), 5).unwrap();
+        assert_eq!(t.take_undo(), None, "it took nothing new");
+        assert!(!t.undo(u));
+        assert!(t.backend().ours.contains_key(&id(4)));
+        // A refused acquire leaves no undo.
+        t.backend.elsewhere.insert(id(5), Mode::Exclusive);
+        assert!(t.acquire(req(5, &[6, 5], Mode::Exclusive), 6).is_err());
+        assert_eq!(t.take_undo(), None);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
-        Acquire(u32, Vec<u32>, bool),
+        /// Owner, keys, shared, and whether the reply is undelivered (undone).
+        Acquire(u32, Vec<u32>, bool, bool),
         Release(Option<u32>, Vec<u32>),
         ReleaseOwner(u32),
         Died(u32),
@@ -1570,7 +1814,8 @@ mod tests {
         let k = 0u32..6;
         let keys = proptest::collection::vec(k.clone(), 1..4);
         prop_oneof![
-            4 => (o.clone(), keys.clone(), any::<bool>()).prop_map(|(o, k, s)| Op::Acquire(o, k, s)),
+            4 => (o.clone(), keys.clone(), any::<bool>(), proptest::bool::weighted(0.2))
+                .prop_map(|(o, k, s, u)| Op::Acquire(o, k, s, u)),
             2 => (proptest::option::of(o.clone()), keys).prop_map(|(o, k)| Op::Release(o, k)),
             1 => o.clone().prop_map(Op::ReleaseOwner),
             1 => o.prop_map(Op::Died),
@@ -1647,7 +1892,7 @@ mod tests {
             for (now, op) in ops.into_iter().enumerate() {
                 let now = now as u64;
                 match op {
-                    Op::Acquire(o, keys, shared) => {
+                    Op::Acquire(o, keys, shared, undelivered) => {
                         let before: Vec<LeaseView> = t.status();
                         let r = t.acquire(req(o, &keys, mode(shared)), now);
                         match r {
@@ -1657,6 +1902,12 @@ mod tests {
                                     prop_assert!(e.owners.contains_key(&owner(o).uuid));
                                 }
                                 prop_assert!(!views.is_empty());
+                                if let Some(u) = t.take_undo().filter(|_| undelivered) {
+                                    prop_assert!(t.undo(u));
+                                    // What the owner held before it still holds; the rest
+                                    // is as before the acquire.
+                                    prop_assert_eq!(before, t.status());
+                                }
                             }
                             // All or nothing: a refusal leaves the table as it was.
                             Err(_) => prop_assert_eq!(before, t.status()),

@@ -153,7 +153,7 @@ pub fn take<D: PersistentReservations + Sync>(
     };
     let preempt_one = |victim| {
         engine::preempt(paths, key, victim, kind, true).map(|p| {
-            tracing::info!(event = "pr-preempt", disk = %disk, victim = %p.victim, aborted = p.aborted, fell_back = p.fell_back, "took {disk} from {}", engine::key_label(p.victim));
+            tracing::info!(event = "pr-preempt", disk = &*crate::daemon::log::bounded(disk), victim = %p.victim, aborted = p.aborted, fell_back = p.fell_back, "took the disk from {}", engine::key_label(p.victim));
         })
     };
     for victim in victims {
