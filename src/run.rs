@@ -22,7 +22,7 @@ use crate::client::{Client, ClientError};
 use crate::daemon::protocol::{AcquireReply, DiskMode, DiskRequest, ReleaseOwnerParams, Request};
 use crate::daemon::table::ReleaseOutcome;
 use crate::exit::{Code, chain_std};
-use crate::lockspace::{self, Acquired, Holder, HostIdentity, Lease, Mode, Owner};
+use crate::lockspace::{self, HostIdentity, Mode, Owner};
 use crate::settings::Settings;
 
 pub fn run(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -120,6 +120,10 @@ fn through_daemon(
     Ok(exec_failed(command.get_program(), &err))
 }
 
+/// Takes the leases in this process, through the same table and backends as the daemon
+/// (`daemon::plan` turns the disks into targets and reservation plans, the table applies the
+/// one-lease-per-file rule, all-or-nothing rollback and lease-then-reserve), then hands them
+/// to the command across `execve`.
 fn in_process(
     s: &Settings,
     disks: &[(OsString, DiskMode)],
@@ -127,145 +131,93 @@ fn in_process(
     pr: &crate::cli::PrFlags,
     mut command: std::process::Command,
 ) -> anyhow::Result<ExitCode> {
-    let pr_on = match (s.config.persistent_reservations, pr.wanted()) {
-        (_, Some(false)) => None,
-        (false, None) => None,
-        (_, _) => Some(crate::pr_cmd::host_key(s)?),
+    use crate::daemon::plan;
+    use crate::daemon::pr_layer::PrBackend;
+    use crate::daemon::table::{AcquireRequest, Identity, Table};
+    let pr_settings = match pr.wanted() {
+        Some(false) => None,
+        wanted => plan::pr_settings(s, wanted == Some(true))?,
     };
-    // Disks to reserve: (name, device, mode).
-    let mut reserve: Vec<(String, disklock_naming::DevNo, Mode)> = Vec::new();
-    let host = HostIdentity::this_host();
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // One lease per lease file: a second open in this process would lose the first lock.
-    let mut wanted: Vec<(String, std::path::PathBuf, disklock_naming::DiskKey, Mode)> = Vec::new();
+    let pr_key = pr_settings.map(|p| p.key.0);
+    let resolver = disklock_naming::Resolver::new(s.resolver.root().clone(), s.resolver.order());
+    let identity = Identity {
+        host: HostIdentity::this_host(),
+        pid: owner.pid,
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut table = Table::new(PrBackend::new(pr_settings, resolver), identity);
+    let mut targets = Vec::with_capacity(disks.len());
     for (d, mode) in disks {
-        let mode = match mode {
-            DiskMode::Exclusive => Mode::Exclusive,
-            DiskMode::Shared => Mode::Shared,
-            DiskMode::Readonly if s.config.readonly_disk_leases => Mode::Shared,
-            DiskMode::Readonly => continue,
+        let Some(mode) = plan::lease_mode(*mode, s.config.readonly_disk_leases) else {
+            continue;
         };
-        let r = match s.resolver.resolve_path(d, &s.cwd) {
-            Ok(r) => r,
+        let path = match disk_arg(s, d) {
+            Ok(p) => p,
             Err(e) => {
-                eprintln!("disklock: {}: {}", d.to_string_lossy(), chain_std(&e));
+                eprintln!("disklock: {}", crate::exit::chain(&e));
                 return Ok(Code::Partial.into());
             }
         };
-        let dir = s.lockspace(r.source.lockspace()).to_path_buf();
-        let name = d.to_string_lossy().into_owned();
-        if pr_on.is_some() {
-            match crate::pr::reservable(&s.config, &r, &name) {
-                Ok(devno) => {
-                    if !reserve.iter().any(|(_, d, _)| *d == devno) {
-                        reserve.push((name.clone(), devno, mode));
-                    } else if mode == Mode::Exclusive {
-                        for x in reserve.iter_mut().filter(|(_, d, _)| *d == devno) {
-                            x.2 = Mode::Exclusive;
-                        }
-                    }
-                }
-                Err(why) if pr.pr => {
-                    eprintln!("disklock: {name}: --pr: no persistent reservation ({why})");
-                    return Ok(Code::Usage.into());
-                }
-                Err(_) => {}
+        let (t, r) = match plan::resolve(s, &path, mode) {
+            Ok(x) => x,
+            Err(f) => return Ok(refused(&f).into()),
+        };
+        match plan::pr_plan(s, pr_key.is_some(), &t, &r, pr.wanted(), pr.preempt) {
+            Ok(Some(p)) => table.backend_mut().plan(t.key.clone(), p),
+            Ok(None) => {}
+            Err(why) => {
+                eprintln!("disklock: --pr: {why}");
+                return Ok(Code::Usage.into());
             }
         }
-        match wanted.iter_mut().find(|w| w.1 == dir && w.2 == r.key) {
-            Some(w) if mode == Mode::Exclusive => w.3 = Mode::Exclusive,
-            Some(_) => {}
-            None => wanted.push((name, dir, r.key, mode)),
-        }
+        targets.push(t);
     }
-    let mut held: Vec<Lease> = Vec::new();
-    for (disk, dir, key, mode) in &wanted {
-        let holder = Holder {
-            host: host.host.clone(),
-            host_id: host.host_id.clone(),
-            pid: owner.pid,
-            mode: *mode,
+    if !targets.is_empty() {
+        let uid = nix::unistd::geteuid().as_raw();
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let result = table.acquire(
+            AcquireRequest {
+                targets,
+                owner,
+                owner_uid: uid,
+                client_uid: uid,
+            },
             since,
-            version: env!("CARGO_PKG_VERSION").into(),
-            disk: disk.clone(),
-            owners: vec![owner.clone()],
-        };
-        let code = match lockspace::acquire(dir, key, *mode, &holder) {
-            Ok(Acquired::Held(l)) => {
-                tracing::info!(event = "acquire", disk = %disk, key = %key, lockspace = %dir.display(), mode = mode.as_str(), owner = %owner.name, "acquired {disk} ({mode})");
-                held.push(l);
-                continue;
-            }
-            Ok(Acquired::Busy(b)) => {
-                tracing::info!(event = "refuse", disk = %disk, key = %key, lockspace = %dir.display(), mode = mode.as_str(), reason = %b.describe(), "refused {disk}");
-                eprintln!("disklock: {disk}: busy: {}", b.describe());
-                Code::Busy
-            }
-            Err(e) => {
-                eprintln!("disklock: {disk}: {}", chain_std(&e));
-                Code::Partial
-            }
-        };
-        release_all(held);
-        return Ok(code.into());
-    }
-    let mut reserved: Vec<String> = Vec::new();
-    if let Some(hk) = &pr_on {
-        let key = disklock_scsi::pr::ReservationKey(hk.key);
-        for (name, devno, mode) in &reserve {
-            let kind = match mode {
-                Mode::Exclusive => crate::pr_cmd::exclusive_type(s),
-                Mode::Shared => crate::pr_cmd::shared_type(s),
-            };
-            let outcome = crate::pr::open_storage(&s.resolver, *devno)
-                .map_err(|e| (Code::Partial, e))
-                .and_then(|paths| {
-                    crate::pr::take(&paths, key, kind, pr.preempt, name).map_err(|e| {
-                        let code = match e {
-                            crate::pr::engine::PrError::Busy { .. }
-                            | crate::pr::engine::PrError::Registered { .. }
-                            | crate::pr::engine::PrError::KeyInUse { .. } => Code::Busy,
-                            _ => Code::Partial,
-                        };
-                        (code, chain_std(&e))
-                    })
-                });
-            match outcome {
-                Ok(()) => {
-                    tracing::info!(event = "pr-reserve", disk = %name, kind = kind.short(), "reserved {name} ({})", kind.short());
-                    reserved.push(format!("{devno}"));
-                }
-                Err((code, e)) => {
-                    let busy = if code == Code::Busy { "busy: " } else { "" };
-                    eprintln!("disklock: {name}: {busy}persistent reservation: {e}");
-                    release_reservations(&reserved, key);
-                    release_all(held);
-                    return Ok(code.into());
-                }
-            }
+        );
+        table.backend_mut().clear_plans();
+        if let Err(r) = result {
+            return Ok(refused(&crate::daemon::server::failure(r)).into());
         }
+        // The holder records the table leaves for after a daemon's reply: before the exec.
+        table.settle();
+    }
+    let held: Vec<lockspace::HeldElsewhere> =
+        table.held().map(|l| l.file().held_elsewhere()).collect();
+    let reserved: Vec<String> = table
+        .held()
+        .filter_map(|l| table.backend().reserved_device(l))
+        .map(|d| d.to_string())
+        .collect();
+    for h in &held {
+        tracing::info!(event = "acquire", lease = %h.path.display(), mode = h.mode.as_str(), "holding {} for the command", h.path.display());
     }
     if !held.is_empty() || !reserved.is_empty() {
         // Started while the lease fds are still close-on-exec, so it inherits none.
-        let pr_key = pr_on.as_ref().map(|h| h.key);
         if let Err(e) = spawn_releaser(me_of(&held), &held, pr_key, &reserved) {
             tracing::warn!(error = %e, "the lease files will stay behind when the command exits");
         }
     }
-    for l in &held {
-        if let Err(e) = l.keep_across_exec() {
-            eprintln!("disklock: {}", chain_std(&e));
-            release_all(held);
-            return Ok(Code::Partial.into());
-        }
+    let kept: Result<(), _> = table.held().try_for_each(|l| l.file().keep_across_exec());
+    if let Err(e) = kept {
+        eprintln!("disklock: {}", chain_std(&e));
+        table.shutdown();
+        return Ok(Code::Partial.into());
     }
     let err = command.exec();
-    if let Some(hk) = &pr_on {
-        release_reservations(&reserved, disklock_scsi::pr::ReservationKey(hk.key));
-    }
-    release_all(held);
+    // Reservations first, then the lease files, as a daemon releases.
+    table.shutdown();
     Ok(exec_failed(command.get_program(), &err))
 }
 
@@ -289,13 +241,10 @@ fn release_reservations(reserved: &[String], key: disklock_scsi::pr::Reservation
     }
 }
 
-fn me_of(held: &[Lease]) -> (String, u32) {
+fn me_of(held: &[lockspace::HeldElsewhere]) -> (String, u32) {
     held.first().map_or_else(
         || (String::new(), std::process::id()),
-        |l| {
-            let h = l.held_elsewhere();
-            (h.host_id, h.pid)
-        },
+        |h| (h.host_id.clone(), h.pid),
     )
 }
 
@@ -305,7 +254,7 @@ fn me_of(held: &[Lease]) -> (String, u32) {
 /// release. Returns once it watches this process, so no exit can slip past it.
 fn spawn_releaser(
     (host_id, pid): (String, u32),
-    held: &[Lease],
+    held: &[lockspace::HeldElsewhere],
     pr_key: Option<u64>,
     reserved: &[String],
 ) -> anyhow::Result<()> {
@@ -319,8 +268,7 @@ fn spawn_releaser(
         .arg(pid.to_string())
         .arg("--host-id")
         .arg(&host_id);
-    for l in held {
-        let h = l.held_elsewhere();
+    for h in held {
         let mut v = format!("{}:{}:{}:", h.mode.as_str(), h.dev, h.ino).into_bytes();
         v.extend_from_slice(h.path.as_os_str().as_bytes());
         cmd.arg("--lease").arg(std::ffi::OsStr::from_bytes(&v));
@@ -489,15 +437,6 @@ impl ExitWatch {
                 }
             }
             ExitWatch::Gone => {}
-        }
-    }
-}
-
-fn release_all(leases: Vec<Lease>) {
-    for l in leases.into_iter().rev() {
-        let path = l.path().to_path_buf();
-        if let Err(e) = l.release() {
-            tracing::warn!(lease = %path.display(), error = %chain_std(&e), "lock dropped, lease file not removed");
         }
     }
 }

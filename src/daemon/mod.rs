@@ -14,6 +14,7 @@
 pub mod access;
 pub mod idle;
 pub mod log;
+pub mod plan;
 pub mod pr_layer;
 pub mod protocol;
 pub mod server;

@@ -297,6 +297,24 @@ fn refresh_paths(resolver: &Resolver, hold: &mut Hold, key: ReservationKey) -> O
     None
 }
 
+impl PrLease {
+    /// The lease file lock.
+    pub fn file(&self) -> &lockspace::Lease {
+        &self.file
+    }
+}
+
+impl PrBackend {
+    /// The device whose reservation `lease` holds, if it holds one.
+    pub fn reserved_device(&self, lease: &PrLease) -> Option<DevNo> {
+        lease
+            .reserved
+            .as_ref()
+            .and_then(|k| self.holds.get(k))
+            .map(|h| h.devno)
+    }
+}
+
 impl Backend for PrBackend {
     type Lease = PrLease;
 

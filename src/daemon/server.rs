@@ -38,10 +38,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::access;
 use super::log::bounded;
+use super::plan;
 use super::pr_layer::{self, Plan, PrBackend};
 use super::protocol::{
-    self, AcquireParams, DiskMode, Failure, Framer, Info, LeasesReply, MAX_DISKS, MAX_MESSAGE,
-    Rejected, Request, VersionReply,
+    self, AcquireParams, Failure, Framer, Info, LeasesReply, MAX_DISKS, MAX_MESSAGE, Rejected,
+    Request, VersionReply,
 };
 use super::table::{
     AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, Table, Target, Undo,
@@ -145,7 +146,7 @@ fn raise_nofile_limit() {
 async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
     // A configuration that asks for reservations without a usable host key fails here,
     // before the socket exists, not at the first acquire.
-    let pr = pr_settings(&settings)?;
+    let pr = plan::pr_settings(&settings, false)?;
     let (listener, _guard) = listen(socket)?;
     let (tx, rx) = mpsc::channel::<Cmd>(1024);
     let interval = settings.config.pr_check_interval;
@@ -247,20 +248,6 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
         anyhow::bail!("the lease table task panicked");
     }
     Ok(Code::Ok)
-}
-
-/// This host's key and the reservation types, when `persistent_reservations = 1`.
-fn pr_settings(settings: &Settings) -> anyhow::Result<Option<pr_layer::Settings>> {
-    if !settings.config.persistent_reservations {
-        return Ok(None);
-    }
-    let hk = crate::pr_cmd::host_key(settings).context("persistent_reservations = 1")?;
-    tracing::info!(event = "pr-key", key = %disklock_conf::format_host_key(hk.key), from = %hk.from, "persistent reservations on, host key {} from {}", disklock_conf::format_host_key(hk.key), hk.from);
-    Ok(Some(pr_layer::Settings {
-        key: disklock_scsi::pr::ReservationKey(hk.key),
-        exclusive: crate::pr_cmd::exclusive_type(settings),
-        shared: crate::pr_cmd::shared_type(settings),
-    }))
 }
 
 /// Tells systemd how the daemon is doing (`Type=notify`): one datagram to `$NOTIFY_SOCKET`
@@ -1057,16 +1044,12 @@ impl Shell {
         // A client that is not root names only disks it could open itself.
         let creds = (peer.uid != 0).then(|| access::Creds::of_peer(peer.uid, peer.gid, peer.pid));
         for d in &disks {
-            let mode = match d.mode {
-                DiskMode::Exclusive => Mode::Exclusive,
-                DiskMode::Shared => Mode::Shared,
-                DiskMode::Readonly if self.settings.config.readonly_disk_leases => Mode::Shared,
-                DiskMode::Readonly => {
-                    skipped.push(d.path.clone());
-                    continue;
-                }
+            let Some(mode) = plan::lease_mode(d.mode, self.settings.config.readonly_disk_leases)
+            else {
+                skipped.push(d.path.clone());
+                continue;
             };
-            let resolved = resolve_with(&self.settings, &d.path, mode);
+            let resolved = plan::resolve(&self.settings, &d.path, mode);
             if let Some(c) = &creds
                 && let Err(f) = self.reachable(&d.path, &resolved, mode, c)
             {
@@ -1159,21 +1142,9 @@ impl Shell {
         preempt: bool,
         peer: Peer,
     ) -> Result<Option<Plan>, Failure> {
-        if pr == Some(false) || !self.table.backend().enabled() {
-            return Ok(None);
-        }
-        match crate::pr::reservable(&self.settings.config, r, &t.disk) {
-            Ok(devno) => Ok(Some(Plan {
-                devno,
-                disk: t.disk.clone(),
-                preempt,
-            })),
-            Err(why) if pr == Some(true) => {
-                let why = format!("{} cannot get a persistent reservation ({why})", t.disk);
-                Err(invalid(peer, "pr", &why))
-            }
-            _ => Ok(None),
-        }
+        let enabled = self.table.backend().enabled();
+        plan::pr_plan(&self.settings, enabled, t, r, pr, preempt)
+            .map_err(|why| invalid(peer, "pr", &why))
     }
 
     fn effects(&mut self) {
@@ -1340,37 +1311,11 @@ async fn poll(pid: u32, start: Option<u64>) {
 }
 
 fn resolve(settings: &Settings, disk: &str, mode: Mode) -> Result<Target, Failure> {
-    resolve_with(settings, disk, mode).map(|(t, _)| t)
+    plan::resolve(settings, disk, mode).map(|(t, _)| t)
 }
 
-/// The target and the resolution it came from.
-fn resolve_with(
-    settings: &Settings,
-    disk: &str,
-    mode: Mode,
-) -> Result<(Target, disklock_naming::Resolution), Failure> {
-    let unknown = |reason: String| Failure::UnknownDisk {
-        disk: disk.to_owned(),
-        reason,
-    };
-    if !disk.starts_with('/') {
-        return Err(unknown("not an absolute path".into()));
-    }
-    let r = settings
-        .resolver
-        .resolve_path(std::ffi::OsStr::new(disk), Path::new("/"))
-        .map_err(|e| unknown(chain_std(&e)))?;
-    let t = Target {
-        disk: disk.to_owned(),
-        lockspace: settings.lockspace(r.source.lockspace()).to_path_buf(),
-        key: r.key.clone(),
-        source: r.source.as_str(),
-        mode,
-    };
-    Ok((t, r))
-}
-
-fn failure(r: Refusal) -> Failure {
+/// The reply for a refused request.
+pub fn failure(r: Refusal) -> Failure {
     match r {
         Refusal::Busy { disk, key, busy } => Failure::Busy {
             message: busy.describe(),

@@ -1230,6 +1230,12 @@ impl<B: Backend> Table<B> {
         self.release_owner(uuid, Cause::OwnerDied);
     }
 
+    /// The leases held: for a process that hands them on across `execve` (`disklock run`
+    /// without a daemon).
+    pub fn held(&self) -> impl Iterator<Item = &B::Lease> {
+        self.leases.values().map(|e| &e.lease)
+    }
+
     /// Releases everything (the daemon is stopping).
     pub fn shutdown(&mut self) {
         let uuids: Vec<String> = self.owners.keys().cloned().collect();
