@@ -2,8 +2,6 @@
 
 use std::ffi::OsStr;
 
-use comfy_table::{ContentArrangement, Table, presets};
-
 use crate::cli::{AcquireArgs, OwnerArgs, PrFlags, ReleaseArgs};
 use crate::client::{Client, ClientError};
 use crate::daemon::protocol::{
@@ -13,7 +11,7 @@ use crate::daemon::protocol::{
 use crate::daemon::table::ReleaseOutcome;
 use crate::exit::{self, Code};
 use crate::lockspace::Owner;
-use crate::lookup::write_stdout;
+use crate::output::{render, table, write_stdout};
 use crate::settings::Settings;
 
 pub fn acquire(s: &Settings, args: &AcquireArgs) -> anyhow::Result<Code> {
@@ -48,7 +46,7 @@ pub fn acquire(s: &Settings, args: &AcquireArgs) -> anyhow::Result<Code> {
         o.push('\n');
         o
     } else {
-        let mut t = table(["DISK", "MODE", "OWNER", "LEASE"]);
+        let mut t = table(&["DISK", "MODE", "OWNER", "LEASE"]);
         for l in &reply.leases {
             let owners: Vec<&str> = l.owners.iter().map(|o| o.name.as_str()).collect();
             t.add_row([
@@ -152,13 +150,13 @@ pub fn call<T: serde::de::DeserializeOwned>(
 /// Prints a daemon's refusal; its exit code.
 pub fn refused(f: &Failure) -> Code {
     eprintln!("disklock: {f}");
-    exit::of_failure(f)
+    f.code()
 }
 
 /// Prints why the daemon could not be asked; the exit code.
 pub fn unreachable_daemon(e: &ClientError) -> Code {
     eprintln!("disklock: {}", exit::chain_std(e));
-    exit::of_client_error(e)
+    e.code()
 }
 
 /// A disk argument as the daemon wants it: an absolute path (relative to our cwd), UTF-8.
@@ -189,19 +187,4 @@ pub fn owner(args: &OwnerArgs, pid: u32) -> Owner {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         pid,
     }
-}
-
-pub fn table<const N: usize>(header: [&str; N]) -> Table {
-    let mut t = Table::new();
-    t.load_style(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(header);
-    for c in t.column_iter_mut() {
-        c.set_padding((0, 2));
-    }
-    t
-}
-
-pub fn render(t: &Table) -> String {
-    t.lines().map(|l| l.trim_end().to_owned() + "\n").collect()
 }

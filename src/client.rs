@@ -48,6 +48,16 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// The exit code of a command that could not ask the daemon: 4 when none runs.
+    pub fn code(&self) -> crate::exit::Code {
+        match self {
+            ClientError::NotRunning { .. } => crate::exit::Code::NoDaemon,
+            _ => crate::exit::Code::Partial,
+        }
+    }
+}
+
 /// One connection to the daemon. Each wait for it is bounded: connecting (a daemon whose
 /// connection queue is full), sending a request, and the reply.
 pub struct Client {

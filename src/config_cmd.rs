@@ -1,13 +1,12 @@
 //! `disklock config`: the configuration in effect and where each value came from.
 
-use comfy_table::{ContentArrangement, Table, presets};
 use disklock_conf::Key;
 use disklock_conf::grammar::render_value_text;
 use serde::Serialize;
 
 use crate::cli::ConfigArgs;
 use crate::exit::Code;
-use crate::lookup::write_stdout;
+use crate::output::write_stdout;
 use crate::settings::Settings;
 
 #[derive(Serialize)]
@@ -37,18 +36,12 @@ pub fn run(s: &Settings, args: &ConfigArgs) -> anyhow::Result<Code> {
         o.push('\n');
         o
     } else {
-        let mut t = Table::new();
-        t.load_style(presets::NOTHING)
-            .set_content_arrangement(ContentArrangement::Disabled)
-            .set_header(["KEY", "VALUE", "FROM"]);
-        for c in t.column_iter_mut() {
-            c.set_padding((0, 2));
-        }
+        let mut t = crate::output::table(&["KEY", "VALUE", "FROM"]);
         for k in Key::all() {
             let v = render_value_text(&cfg.value(k)).unwrap_or_else(|_| "?".to_owned());
             t.add_row([k.name().to_owned(), v, cfg.origin(k).to_string()]);
         }
-        let mut o: String = t.lines().map(|l| l.trim_end().to_owned() + "\n").collect();
+        let mut o = crate::output::render(&t);
         if s.files_read.is_empty() {
             o.push_str("(no configuration file found: built-in defaults)\n");
         }

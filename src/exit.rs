@@ -17,28 +17,6 @@ pub enum Code {
     NoDaemon = 4,
 }
 
-/// The code for a daemon's refusal.
-pub fn of_failure(f: &crate::daemon::protocol::Failure) -> Code {
-    use crate::daemon::protocol::Failure;
-    match f {
-        Failure::Busy { .. } => Code::Busy,
-        Failure::InterfaceNotFound { .. }
-        | Failure::MethodNotFound { .. }
-        | Failure::MethodNotImplemented { .. }
-        | Failure::InvalidParameter { .. }
-        | Failure::RequestTooLarge { .. } => Code::Usage,
-        _ => Code::Partial,
-    }
-}
-
-/// The code for a failure to reach the daemon.
-pub fn of_client_error(e: &crate::client::ClientError) -> Code {
-    match e {
-        crate::client::ClientError::NotRunning { .. } => Code::NoDaemon,
-        _ => Code::Partial,
-    }
-}
-
 impl From<Code> for ExitCode {
     fn from(c: Code) -> ExitCode {
         ExitCode::from(c as u8)

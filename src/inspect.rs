@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::cli::InspectArgs;
 use crate::exit::{Code, chain_std};
 use crate::lockspace::{self, Holder, LockInfo};
-use crate::lookup::write_stdout;
+use crate::output::write_stdout;
 use crate::settings::Settings;
 
 #[derive(Serialize)]
@@ -90,7 +90,7 @@ fn text(r: &Report) -> String {
             l.pid,
             l.process
                 .as_deref()
-                .map(|p| format!(", {}", crate::lockspace::printable(p)))
+                .map(|p| format!(", {}", crate::output::printable(p)))
                 .unwrap_or_default()
         ),
         (s, None) => s.to_owned(),

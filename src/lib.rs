@@ -18,6 +18,7 @@ pub mod exit;
 pub mod inspect;
 pub mod lockspace;
 pub mod lookup;
+pub mod output;
 pub mod pr;
 pub mod pr_cmd;
 pub mod run;

@@ -43,6 +43,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use disklock_naming::DiskKey;
+
+use crate::output::printable;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use serde::{Deserialize, Serialize};
@@ -234,23 +236,6 @@ impl Holder {
             printable(&self.version)
         )
     }
-}
-
-/// `s` with its control characters (C0, DEL, C1) escaped as `\u{1b}`: text read from a
-/// lease file or another process, made safe to print.
-pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut o = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            o.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
-            o.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(o)
 }
 
 /// This host's name and id, for holder records.

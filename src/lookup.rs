@@ -3,15 +3,14 @@
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
-use comfy_table::{ContentArrangement, Table, presets};
 use disklock_naming::compat::{self, LockdDirs};
 use disklock_naming::enumerate::block_devices;
-use disklock_naming::sysroot::WalkError;
-use disklock_naming::{DevNo, Resolution, ResolveError, Resolver};
+use disklock_naming::{DevNo, Resolution, Resolver};
 use serde::Serialize;
 
 use crate::cli::{Compat, Lookup};
-use crate::exit::{Code, chain_std};
+use crate::exit::Code;
+use crate::output::{render, write_stdout};
 use crate::settings::Settings;
 
 /// One line of output. Every field is always present in JSON (null when it does not apply),
@@ -63,7 +62,7 @@ pub fn run(s: &Settings, args: &Lookup) -> anyhow::Result<Code> {
         &s.resolver
     };
     let host_key = if args.pr {
-        Some(crate::pr_cmd::host_key(s)?)
+        Some(crate::pr::host_key(s)?)
     } else {
         None
     };
@@ -118,7 +117,7 @@ fn native(s: &Settings, resolver: &Resolver, input: &OsStr, devno: Option<DevNo>
     };
     match resolved {
         Ok(r) => fill(s, &mut row, r),
-        Err(e) => row.error = Some(error_text(input, &e)),
+        Err(e) => row.error = Some(crate::output::error_text(input, &e)),
     }
     row
 }
@@ -174,19 +173,9 @@ fn compat_row(s: &Settings, resolver: &Resolver, input: &OsStr, c: Compat) -> Ro
             row.lease = Some(n.lease);
             row.host_local = Some(false);
         }
-        Err(e) => row.error = Some(error_text(input, &e)),
+        Err(e) => row.error = Some(crate::output::error_text(input, &e)),
     }
     row
-}
-
-/// The reason alone when the error would only repeat the input.
-pub fn error_text(input: &OsStr, e: &ResolveError) -> String {
-    match e {
-        ResolveError::Walk(WalkError::NotFound { path }) if path.as_os_str() == input => {
-            "no such file or directory".to_owned()
-        }
-        _ => chain_std(e),
-    }
 }
 
 /// An input as it appears in messages: quoted when it would otherwise be invisible or
@@ -199,29 +188,12 @@ fn shown(input: &str) -> String {
     }
 }
 
-/// Writes to stdout; a closed pipe (`disklock lookup --all | head`) ends output quietly.
-pub fn write_stdout(text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
-    }
-}
-
 fn table(rows: &[Row], out: &mut String, pr: bool) {
-    let mut t = Table::new();
     let mut header = vec!["DISK", "DEVICE", "DEVNO", "SOURCE", "KEY", "LOCKSPACE"];
     if pr {
         header.extend(["PR KEY", "PR HOLDER"]);
     }
-    t.load_style(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(header);
-    // No left padding, two spaces between columns, like `lsblk` and `lvs`.
-    for c in t.column_iter_mut() {
-        c.set_padding((0, 2));
-    }
+    let mut t = crate::output::table(&header);
     for r in rows.iter().filter(|r| r.error.is_none()) {
         let dash = || "-".to_owned();
         let mut cells = vec![
@@ -241,9 +213,6 @@ fn table(rows: &[Row], out: &mut String, pr: bool) {
         t.add_row(cells);
     }
     if rows.iter().any(|r| r.error.is_none()) {
-        for line in t.lines() {
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
+        out.push_str(&render(&t));
     }
 }

@@ -20,7 +20,16 @@ fn main() -> ExitCode {
     if let cli::Command::ReleaseAfterExit(r) = &args.command {
         return run::release_after_exit(r);
     }
-    let outcome = match settings::Settings::load(&args) {
+    let loaded = settings::Settings::load_from(
+        args.config.as_deref(),
+        args.sysroot.as_deref(),
+        args.socket.clone(),
+    )
+    .map(|mut s| {
+        s.timeout = std::time::Duration::from_secs(args.timeout);
+        s
+    });
+    let outcome = match loaded {
         Ok(settings) => match &args.command {
             cli::Command::Lookup(l) => lookup::run(&settings, l).map(ExitCode::from),
             cli::Command::Config(c) => config_cmd::run(&settings, c).map(ExitCode::from),

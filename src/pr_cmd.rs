@@ -12,23 +12,14 @@ use disklock_naming::{PathKind, Resolution};
 use disklock_scsi::pr::{FullStatus, PersistentReservations, PrType, ReservationKey};
 use serde::Serialize;
 
-use crate::acquire::{render, table};
 use crate::cli::{FenceArgs, PrArgs, PrCommand};
 use crate::exit::{Code, chain_std};
-use crate::lookup::write_stdout;
+use crate::output::write_stdout;
+use crate::output::{render, table};
 use crate::pr::engine::{self, Drift, PrError};
 use crate::pr::hostkey::{self, HostKey};
 use crate::pr::{Handle, open_path};
 use crate::settings::Settings;
-
-/// This host's key, or a one-line error saying how to configure one.
-pub fn host_key(s: &Settings) -> anyhow::Result<HostKey> {
-    let mid = hostkey::read_machine_id();
-    Ok(hostkey::derive(
-        &s.config,
-        mid.as_ref().map(|(f, t)| (*f, t.as_str())),
-    )?)
-}
 
 /// A disk and its open paths.
 pub struct Target {
@@ -43,7 +34,7 @@ pub fn open_target(s: &Settings, disk: &OsStr) -> anyhow::Result<Target> {
     let res = s
         .resolver
         .resolve_path(disk, &s.cwd)
-        .map_err(|e| anyhow::anyhow!("{input}: {}", crate::lookup::error_text(disk, &e)))?;
+        .map_err(|e| anyhow::anyhow!("{input}: {}", crate::output::error_text(disk, &e)))?;
     let Some(block) = &res.block else {
         bail!("{input}: a disk image file has no persistent reservations");
     };
@@ -154,23 +145,6 @@ fn parse_type(text: &str) -> anyhow::Result<PrType> {
         .map_err(|e| Usage(format!("--type {text:?}: {e}")).into())
 }
 
-/// The configured exclusive type.
-pub fn exclusive_type(s: &Settings) -> PrType {
-    // conf only admits names PrType parses; fall back to the default on a mismatch.
-    s.config
-        .pr_type
-        .parse()
-        .unwrap_or(PrType::WriteExclusiveRegistrantsOnly)
-}
-
-/// The configured shared type.
-pub fn shared_type(s: &Settings) -> PrType {
-    s.config
-        .pr_shared_type
-        .parse()
-        .unwrap_or(PrType::WriteExclusiveAllRegistrants)
-}
-
 fn key_arg(text: Option<&str>, ours: &HostKey) -> anyhow::Result<ReservationKey> {
     match text {
         None => Ok(ReservationKey(ours.key)),
@@ -214,7 +188,7 @@ fn check_usage(args: &PrArgs, ours: &HostKey) -> anyhow::Result<()> {
 /// Runs a `disklock pr` command: exit 2 for a bad command line or configuration, 1 when the
 /// disk or the storage failed, 3 for a reservation conflict.
 pub fn run(s: &Settings, args: &PrArgs) -> anyhow::Result<Code> {
-    let ours = host_key(s)?;
+    let ours = crate::pr::host_key(s)?;
     check_usage(args, &ours)?;
     match run_with(s, args, &ours) {
         Ok(code) => Ok(code),
@@ -311,7 +285,7 @@ fn run_with(s: &Settings, args: &PrArgs, ours: &HostKey) -> anyhow::Result<Code>
             let k = key_arg(key.as_deref(), &ours)?;
             let kind = kind
                 .as_deref()
-                .map_or_else(|| Ok(exclusive_type(s)), parse_type)?;
+                .map_or_else(|| Ok(s.pr_exclusive), parse_type)?;
             match lead(&t).dev.reserve(k, kind) {
                 Ok(()) => done(
                     json,
@@ -373,7 +347,7 @@ fn run_with(s: &Settings, args: &PrArgs, ours: &HostKey) -> anyhow::Result<Code>
                 .map_err(|e| Usage(format!("--victim {victim:?}: {e}")))?;
             let kind = kind
                 .as_deref()
-                .map_or_else(|| Ok(exclusive_type(s)), parse_type)?;
+                .map_or_else(|| Ok(s.pr_exclusive), parse_type)?;
             let p = engine::preempt(&t.paths, ReservationKey(ours.key), v, kind, *abort)
                 .map_err(|e| fail(&t, e))?;
             print(json, &p, || {
@@ -496,7 +470,7 @@ fn keys(s: &Settings, disk: &OsStr, ours: &HostKey, json: bool) -> anyhow::Resul
         if rows.is_empty() {
             return "no registrations\n".to_owned();
         }
-        let mut tb = table(["KEY", "HOST", "HOLDER", "INITIATOR"]);
+        let mut tb = table(&["KEY", "HOST", "HOLDER", "INITIATOR"]);
         for r in &rows {
             tb.add_row([
                 r.key.to_string(),
@@ -711,7 +685,7 @@ fn check(
         Expect::Free => None,
         Expect::AsRegistered => {
             let keys = lead(t).dev.read_keys().map_err(|e| scsi_fail(t, e))?;
-            keys.keys.contains(&key).then(|| exclusive_type(s))
+            keys.keys.contains(&key).then_some(s.pr_exclusive)
         }
     };
     // No memory of earlier checks here: an empty disk counts as a target restart only while
@@ -811,12 +785,12 @@ struct Fenced<'a> {
 
 /// `disklock fence VICTIM DISK...`: each disk independently; exit 1 if any failed.
 pub fn fence(s: &Settings, args: &FenceArgs) -> anyhow::Result<Code> {
-    let ours = host_key(s)?;
+    let ours = crate::pr::host_key(s)?;
     let victim = victim_key(&args.victim)?;
     if victim.0 == ours.key {
         return Err(Usage(format!("{}: that is this host's own key", args.victim)).into());
     }
-    let kind = exclusive_type(s);
+    let kind = s.pr_exclusive;
     let mut rows = Vec::new();
     for disk in &args.disks {
         let input = disk.to_string_lossy().into_owned();

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use disklock_conf::{Config, Context, KeySource, Loaded};
 use disklock_naming::{LockspaceKind, Resolver, Source, SysRoot};
-
-use crate::cli::Cli;
+use disklock_scsi::pr::PrType;
 
 /// How long a client waits for the daemon unless `--timeout` says otherwise.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -23,19 +22,13 @@ pub struct Settings {
     pub socket: Option<PathBuf>,
     /// How long a client waits for the daemon (`--timeout`): to connect, to send, to reply.
     pub timeout: std::time::Duration,
+    /// `pr_type`, parsed: the reservation type of an exclusive disk.
+    pub pr_exclusive: PrType,
+    /// `pr_shared_type`, parsed: the reservation type a shared disk joins.
+    pub pr_shared: PrType,
 }
 
 impl Settings {
-    pub fn load(args: &Cli) -> anyhow::Result<Settings> {
-        let mut s = Settings::load_from(
-            args.config.as_deref(),
-            args.sysroot.as_deref(),
-            args.socket.clone(),
-        )?;
-        s.timeout = std::time::Duration::from_secs(args.timeout);
-        Ok(s)
-    }
-
     /// [`Settings::load`] for programs without the CLI's arguments (the rig's benchmark): a
     /// configuration file (default: the usual search), a sysfs/dev root (default: this
     /// host) and a socket (default: this user's); clients wait [`DEFAULT_TIMEOUT`].
@@ -70,9 +63,16 @@ impl Settings {
             None => SysRoot::host(),
         };
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        let socket =
-            socket.or_else(|| crate::daemon::default_socket(ctx.uid, env_path("XDG_RUNTIME_DIR")));
+        let socket = socket.or_else(|| default_socket(ctx.uid, env_path("XDG_RUNTIME_DIR")));
+        let pr_type = |name: &str, text: &str| -> anyhow::Result<PrType> {
+            text.parse()
+                .map_err(|e| anyhow::anyhow!("{name} = {text:?}: {e}"))
+        };
+        let pr_exclusive = pr_type("pr_type", &config.pr_type)?;
+        let pr_shared = pr_type("pr_shared_type", &config.pr_shared_type)?;
         Ok(Settings {
+            pr_exclusive,
+            pr_shared,
             resolver: Resolver::new(root, &order),
             config,
             cwd,
@@ -114,4 +114,54 @@ fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
+}
+
+/// The socket a daemon listens on when none is named: `/run/disklock/disklock.sock` for
+/// root, `$XDG_RUNTIME_DIR/disklock/disklock.sock` for other users.
+pub fn default_socket(uid: u32, xdg_runtime_dir: Option<PathBuf>) -> Option<PathBuf> {
+    if uid == 0 {
+        return Some(PathBuf::from("/run/disklock/disklock.sock"));
+    }
+    xdg_runtime_dir
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("disklock").join("disklock.sock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_defaults() {
+        assert_eq!(
+            default_socket(0, Some("/run/user/0".into())),
+            Some(PathBuf::from("/run/disklock/disklock.sock"))
+        );
+        assert_eq!(
+            default_socket(1000, Some("/run/user/1000".into())),
+            Some(PathBuf::from("/run/user/1000/disklock/disklock.sock"))
+        );
+        assert_eq!(default_socket(1000, Some("relative".into())), None);
+        assert_eq!(default_socket(1000, None), None);
+    }
+
+    /// Every reservation type name the configuration accepts parses, into the family its
+    /// key promises: exclusive types are single-holder, shared types all-registrants.
+    #[test]
+    fn every_type_name_conf_accepts_parses() {
+        for name in disklock_conf::PR_TYPES {
+            let t: PrType = name
+                .parse()
+                .unwrap_or_else(|e| panic!("pr_type {name}: {e}"));
+            assert!(!t.all_registrants(), "{name}");
+            assert_eq!(t.short(), *name);
+        }
+        for name in disklock_conf::PR_SHARED_TYPES {
+            let t: PrType = name
+                .parse()
+                .unwrap_or_else(|e| panic!("pr_shared_type {name}: {e}"));
+            assert!(t.all_registrants(), "{name}");
+            assert_eq!(t.short(), *name);
+        }
+    }
 }

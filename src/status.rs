@@ -1,10 +1,11 @@
 //! `disklock status`: every lease the daemon holds.
 
-use crate::acquire::{call, render, table};
+use crate::acquire::call;
 use crate::cli::StatusArgs;
 use crate::daemon::protocol::{Request, StatusReply};
 use crate::exit::Code;
-use crate::lookup::write_stdout;
+use crate::output::write_stdout;
+use crate::output::{render, table};
 use crate::settings::Settings;
 
 pub fn run(s: &Settings, args: &StatusArgs) -> anyhow::Result<Code> {
@@ -19,7 +20,7 @@ pub fn run(s: &Settings, args: &StatusArgs) -> anyhow::Result<Code> {
     } else if reply.leases.is_empty() {
         "no leases held\n".to_owned()
     } else {
-        let mut t = table(["DISK", "MODE", "OWNERS", "SINCE", "KEY", "LOCKSPACE"]);
+        let mut t = table(&["DISK", "MODE", "OWNERS", "SINCE", "KEY", "LOCKSPACE"]);
         for l in &reply.leases {
             let mut owners: Vec<String> = l
                 .owners

@@ -148,23 +148,6 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// The most of one value that a log event carries, in bytes: a longer one (a path a client
-/// made up, a reason quoting it) is cut, so that an event stays a line of a few KiB.
-pub const VALUE_MAX: usize = 512;
-
-/// `value` for a log event: as it is up to [`VALUE_MAX`] bytes, else cut there (at a
-/// character boundary) and marked with how many bytes were left out.
-pub fn bounded(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.len() <= VALUE_MAX {
-        return value.into();
-    }
-    let mut end = VALUE_MAX;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…[{} more bytes]", &value[..end], value.len() - end).into()
-}
-
 /// A string as `Debug` quotes it. Most values (names, uuids, paths) are plain printable
 /// ASCII, which `Debug` leaves as is: that case skips its per-character escaping.
 fn quoted(out: &mut String, s: &str) {
@@ -282,22 +265,6 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn long_values_are_cut_with_a_marker() {
-        assert_eq!(bounded("/dev/sdb"), "/dev/sdb");
-        let exact = "x".repeat(VALUE_MAX);
-        assert_eq!(bounded(&exact), exact);
-        let long = format!("/{}", "é".repeat(VALUE_MAX));
-        let b = bounded(&long);
-        let (kept, marker) = b.split_once('…').unwrap();
-        assert!(
-            kept.len() <= VALUE_MAX && kept.len() > VALUE_MAX - 2,
-            "{}",
-            kept.len()
-        );
-        assert!(long.starts_with(kept));
-        assert_eq!(marker, format!("[{} more bytes]", long.len() - kept.len()));
-    }
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
     use tracing_subscriber::layer::SubscriberExt as _;

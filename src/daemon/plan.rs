@@ -91,11 +91,11 @@ pub fn pr_settings(settings: &Settings, force: bool) -> anyhow::Result<Option<pr
     if !settings.config.persistent_reservations && !force {
         return Ok(None);
     }
-    let hk = crate::pr_cmd::host_key(settings).context("persistent_reservations = 1")?;
+    let hk = crate::pr::host_key(settings).context("persistent_reservations = 1")?;
     tracing::info!(event = "pr-key", key = %disklock_conf::format_host_key(hk.key), from = %hk.from, "persistent reservations on, host key {} from {}", disklock_conf::format_host_key(hk.key), hk.from);
     Ok(Some(pr_layer::Settings {
         key: disklock_scsi::pr::ReservationKey(hk.key),
-        exclusive: crate::pr_cmd::exclusive_type(settings),
-        shared: crate::pr_cmd::shared_type(settings),
+        exclusive: settings.pr_exclusive,
+        shared: settings.pr_shared,
     }))
 }

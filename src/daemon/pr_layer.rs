@@ -17,9 +17,9 @@ use std::path::Path;
 use disklock_naming::{DevNo, DiskKey, Resolver};
 use disklock_scsi::pr::{PersistentReservations, PrType, ReservationKey};
 
-use super::log::bounded;
 use super::table::{Backend, FileBackend};
 use crate::lockspace::{self, Acquired, Busy, HolderRef, LeaseError, Mode, Released};
+use crate::output::bounded;
 use crate::pr::engine::{self, Drift, PrError};
 use crate::pr::{Handle, open_path};
 

@@ -538,6 +538,20 @@ fn explain_parameter(parameter: &str) -> String {
 }
 
 impl Failure {
+    /// The exit code of a command the daemon refused.
+    pub fn code(&self) -> crate::exit::Code {
+        use crate::exit::Code;
+        match self {
+            Failure::Busy { .. } => Code::Busy,
+            Failure::InterfaceNotFound { .. }
+            | Failure::MethodNotFound { .. }
+            | Failure::MethodNotImplemented { .. }
+            | Failure::InvalidParameter { .. }
+            | Failure::RequestTooLarge { .. } => Code::Usage,
+            _ => Code::Partial,
+        }
+    }
+
     /// The reply that carries this error (what [`encode_failure`] puts on the wire).
     #[cfg(test)]
     pub fn to_reply(&self) -> Reply {

@@ -37,7 +37,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::access;
-use super::log::bounded;
 use super::plan;
 use super::pr_layer::{self, Plan, PrBackend};
 use super::protocol::{
@@ -49,6 +48,7 @@ use super::table::{
 };
 use crate::exit::{Code, chain_std};
 use crate::lockspace::{HostIdentity, LeaseError, Mode, Owner, Released};
+use crate::output::bounded;
 use crate::settings::Settings;
 
 /// Connections open at once. A new one beyond it takes the place of the connection that has
@@ -1454,7 +1454,7 @@ mod tests {
             f.to_string(),
             "/img/vm.img: lockspace /var/lib/disklock/files is on a file system without POSIX locks (fcntl F_SETLK: ENOLCK; on NFS, is the lock manager running?)"
         );
-        assert_eq!(crate::exit::of_failure(&f), Code::Partial);
+        assert_eq!(f.code(), Code::Partial);
         assert_eq!(Code::Partial as u8, 1);
         // It survives the wire.
         let bytes = protocol::encode_failure(&f);

@@ -8,6 +8,15 @@ use disklock_naming::{DevNo, PathKind, Resolution, Resolver, Source, StoragePath
 use disklock_scsi::pr::{PersistentReservations, PrType, ReservationKey};
 use disklock_scsi::{Device, ScsiError, blkpr::BlockPr};
 
+/// This host's key, or a one-line error saying how to configure one.
+pub fn host_key(s: &crate::settings::Settings) -> anyhow::Result<hostkey::HostKey> {
+    let mid = hostkey::read_machine_id();
+    Ok(hostkey::derive(
+        &s.config,
+        mid.as_ref().map(|(f, t)| (*f, t.as_str())),
+    )?)
+}
+
 /// Serializes a reservation key as people read it: `"0x444c4b4800000007"`.
 pub fn serialize_key<S: serde::Serializer>(k: &ReservationKey, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(k)
@@ -153,7 +162,7 @@ pub fn take<D: PersistentReservations + Sync>(
     };
     let preempt_one = |victim| {
         engine::preempt(paths, key, victim, kind, true).map(|p| {
-            tracing::info!(event = "pr-preempt", disk = &*crate::daemon::log::bounded(disk), victim = %p.victim, aborted = p.aborted, fell_back = p.fell_back, "took the disk from {}", engine::key_label(p.victim));
+            tracing::info!(event = "pr-preempt", disk = &*crate::output::bounded(disk), victim = %p.victim, aborted = p.aborted, fell_back = p.fell_back, "took the disk from {}", engine::key_label(p.victim));
         })
     };
     for victim in victims {

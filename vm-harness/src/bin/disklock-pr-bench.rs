@@ -33,10 +33,11 @@ use disklock_scsi::pr::{InAction, PersistentReservations, RegisterFlags, Reserva
 use serde::Serialize;
 
 use disklock::exit::{Code, chain_std};
-use disklock::lookup::write_stdout;
+use disklock::output::write_stdout;
 use disklock::pr::Handle;
 use disklock::pr::engine::{self, Path};
-use disklock::pr_cmd::{host_key, open_target};
+use disklock::pr::host_key;
+use disklock::pr_cmd::open_target;
 use disklock::settings::Settings;
 
 /// Arguments of `disklock-pr-bench`.
