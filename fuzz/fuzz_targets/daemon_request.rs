@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use disklock::daemon::protocol::{Framer, Request, encode_failure};
+use disklock::daemon::protocol::{Framer, Rejected, Request, encode_failure};
 use libfuzzer_sys::fuzz_target;
 
 /// The daemon's message limit is far larger; a small one also exercises TooLarge.
@@ -24,10 +24,12 @@ fuzz_target!(|data: &[u8]| {
                 let again = &again[..again.len() - 1];
                 assert!(Request::decode(again).is_ok(), "{req:?}");
             }
-            Err((failure, _)) => {
+            Err(Rejected::Call { failure, .. }) => {
                 let reply = encode_failure(&failure);
                 assert_eq!(reply.last(), Some(&0));
             }
+            // Not a call: the daemon closes the connection.
+            Err(Rejected::NotACall(why)) => assert!(!why.is_empty()),
         }
     }
 });
