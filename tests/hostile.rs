@@ -485,7 +485,7 @@ fn a_caller_that_only_stops_writing_is_served() {
 /// cannot reach: one that does not exist gets the same answer. It used to lease anything,
 /// /etc/shadow included, and tell existing paths from missing ones.
 #[test]
-fn a_client_that_is_not_root_leases_only_what_it_could_open() {
+fn root_a_client_that_is_not_root_leases_only_what_it_could_open() {
     let env = Env::new();
     let mine = env.disk("mine.img");
     chmod(std::path::Path::new(&mine), 0o666);
@@ -554,7 +554,7 @@ fn a_client_that_is_not_root_leases_only_what_it_could_open() {
 /// `status`, but owners (names, uuids, pids) only of its own uid: the others are left out,
 /// from the holder record too, and counted. It used to see every holder's.
 #[test]
-fn status_shows_a_client_that_is_not_root_only_its_own_owners() {
+fn root_status_shows_a_client_that_is_not_root_only_its_own_owners() {
     let env = Env::new();
     let rootdisk = env.disk("root.img");
     let shared = env.disk("shared.img");

@@ -538,7 +538,7 @@ fn lease_file_faults() {
 }
 
 #[test]
-fn read_only_lockspace_is_a_clear_error() {
+fn root_read_only_lockspace_is_a_clear_error() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test mounts a read-only tmpfs in a private mount namespace and must run as root"
@@ -728,7 +728,7 @@ fn lease_file_mode_and_lockspace_mode() {
 /// SO_PEERCRED: a client that is not root acts only for processes of its own uid (the
 /// owner process's uid is the owner of `/proc/PID`); root acts for anyone.
 #[test]
-fn non_root_peers_act_only_for_their_own_processes() {
+fn root_non_root_peers_act_only_for_their_own_processes() {
     let env = Env::new();
     let disk = env.disk("vm.img");
     let other_disk = env.disk("other.img");
@@ -1113,7 +1113,7 @@ impl Drop for Mounted {
 }
 
 #[test]
-fn a_full_lockspace_follows_one_rule() {
+fn root_a_full_lockspace_follows_one_rule() {
     // Issue 15, 6: with no room for a holder record, every way of taking a lease behaves
     // alike: the lease is held (the lock is what excludes), the record is missing, and
     // `inspect` says what the kernel knows instead of blaming another tool.

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod devices;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_disklock");
 
 /// A temporary world: a config naming lockspaces under it, and disk image files.
