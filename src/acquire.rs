@@ -37,10 +37,7 @@ pub fn acquire(s: &Settings, args: &AcquireArgs) -> anyhow::Result<Code> {
         .unwrap_or_else(|| nix::unistd::getppid().as_raw().unsigned_abs());
     let owner = owner(&args.owner, pid);
     let req = acquire_request(disks, owner, &args.pr)?;
-    let reply: AcquireReply = match call(s, &req)? {
-        Ok(r) => r,
-        Err(code) => return Ok(code),
-    };
+    let reply: AcquireReply = call(s, &req)?;
     let out = if args.json {
         let mut o = serde_json::to_string_pretty(&reply)?;
         o.push('\n');
@@ -86,10 +83,7 @@ pub fn release(s: &Settings, args: &ReleaseArgs) -> anyhow::Result<Code> {
             owner: args.uuid.clone(),
         })
     };
-    let out: ReleaseOutcome = match call(s, &req)? {
-        Ok(r) => r,
-        Err(code) => return Ok(code),
-    };
+    let out: ReleaseOutcome = call(s, &req)?;
     let mut text = String::new();
     for d in &out.released {
         text.push_str(&format!("released {d}\n"));
@@ -133,30 +127,24 @@ pub fn acquire_request(
     }))
 }
 
-/// A request to the daemon: its reply, or the exit code after printing why not.
-pub fn call<T: serde::de::DeserializeOwned>(
-    s: &Settings,
-    req: &Request,
-) -> anyhow::Result<Result<T, Code>> {
+/// A request to the daemon: its reply, or why not (with the exit code it means).
+pub fn call<T: serde::de::DeserializeOwned>(s: &Settings, req: &Request) -> anyhow::Result<T> {
     let socket = s.socket()?;
-    let result = Client::connect(socket, s.timeout).and_then(|mut c| c.call(req));
-    Ok(match result {
+    match Client::connect(socket, s.timeout).and_then(|mut c| c.call(req)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(f)) => Err(refused(&f)),
         Err(e) => Err(unreachable_daemon(&e)),
-    })
+    }
 }
 
-/// Prints a daemon's refusal; its exit code.
-pub fn refused(f: &Failure) -> Code {
-    eprintln!("disklock: {f}");
-    f.code()
+/// A daemon's refusal as the command's error, with its exit code.
+pub fn refused(f: &Failure) -> anyhow::Error {
+    exit::failed(f.code(), f.to_string())
 }
 
-/// Prints why the daemon could not be asked; the exit code.
-pub fn unreachable_daemon(e: &ClientError) -> Code {
-    eprintln!("disklock: {}", exit::chain_std(e));
-    e.code()
+/// Why the daemon could not be asked, as the command's error, with its exit code.
+pub fn unreachable_daemon(e: &ClientError) -> anyhow::Error {
+    exit::failed(e.code(), exit::chain_std(e))
 }
 
 /// A disk argument as the daemon wants it: an absolute path (relative to our cwd), UTF-8.

@@ -15,6 +15,36 @@ pub enum Code {
     Busy = 3,
     /// The command needs the daemon and none is running.
     NoDaemon = 4,
+    /// `run`: the command was found but could not be run (`env`'s convention).
+    CannotRun = 126,
+    /// `run`: the command was not found (`env`'s convention).
+    NotFound = 127,
+}
+
+/// A command that failed: the one line to print and the exit code it means. Commands
+/// return it (through `anyhow`) and `main` prints it once; any other error that escapes a
+/// command is a usage or configuration error (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failed {
+    /// The exit code.
+    pub code: Code,
+    /// The line to print (after `disklock: `).
+    pub message: String,
+}
+
+/// A [`Failed`] error.
+pub fn failed(code: Code, message: impl Into<String>) -> anyhow::Error {
+    Failed {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// The exit code an error escaping a command means.
+pub fn code_of(e: &anyhow::Error) -> Code {
+    e.downcast_ref::<Failed>().map_or(Code::Usage, |f| f.code)
 }
 
 impl From<Code> for ExitCode {

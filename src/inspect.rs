@@ -36,21 +36,14 @@ pub fn run(s: &Settings, args: &InspectArgs) -> anyhow::Result<Code> {
                 Some(r.key.to_string()),
             ),
             Err(e) => {
-                eprintln!(
-                    "disklock: {}: {}",
-                    args.target.to_string_lossy(),
-                    chain_std(&e)
-                );
-                return Ok(Code::Partial);
+                let why = format!("{}: {}", args.target.to_string_lossy(), chain_std(&e));
+                return Err(crate::exit::failed(Code::Partial, why));
             }
         }
     };
     let i = match lockspace::inspect(&lease) {
         Ok(i) => i,
-        Err(e) => {
-            eprintln!("disklock: {}", chain_std(&e));
-            return Ok(Code::Partial);
-        }
+        Err(e) => return Err(crate::exit::failed(Code::Partial, chain_std(&e))),
     };
     let state = match (&i.lock, i.exists) {
         (_, false) => "absent",

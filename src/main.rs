@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the chain of causes joined, as ripgrep prints them.
             eprintln!("disklock: {}", exit::chain(&e));
-            exit::Code::Usage.into()
+            exit::code_of(&e).into()
         }
     }
 }

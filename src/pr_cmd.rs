@@ -190,13 +190,15 @@ fn check_usage(args: &PrArgs, ours: &HostKey) -> anyhow::Result<()> {
 pub fn run(s: &Settings, args: &PrArgs) -> anyhow::Result<Code> {
     let ours = crate::pr::host_key(s)?;
     check_usage(args, &ours)?;
-    match run_with(s, args, &ours) {
-        Ok(code) => Ok(code),
-        Err(e) => {
-            eprintln!("disklock: {}", crate::exit::chain(&e));
-            Ok(Code::Partial)
+    // What fails past the command line is the disk's or the storage's: exit 1, unless the
+    // error says otherwise.
+    run_with(s, args, &ours).map_err(|e| {
+        if e.is::<crate::exit::Failed>() {
+            e
+        } else {
+            crate::exit::failed(Code::Partial, crate::exit::chain(&e))
         }
-    }
+    })
 }
 
 fn run_with(s: &Settings, args: &PrArgs, ours: &HostKey) -> anyhow::Result<Code> {
@@ -307,8 +309,8 @@ fn run_with(s: &Settings, args: &PrArgs, ours: &HostKey) -> anyhow::Result<Code>
                             )
                         },
                     );
-                    eprintln!("disklock: {}: reservation conflict: {holder}", t.input);
-                    Ok(Code::Busy)
+                    let why = format!("{}: reservation conflict: {holder}", t.input);
+                    Err(crate::exit::failed(Code::Busy, why))
                 }
                 Err(e) => Err(scsi_fail(&t, e)),
             }

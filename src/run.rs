@@ -66,7 +66,7 @@ pub fn run(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
             Err(ClientError::NotRunning { .. }) => {
                 tracing::info!(socket = %socket.display(), "no daemon: holding the leases in this process");
             }
-            Err(e) => return Ok(unreachable_daemon(&e).into()),
+            Err(e) => return Err(unreachable_daemon(&e)),
         }
     }
     in_process(s, &disks, owner, &args.pr, command)
@@ -98,8 +98,8 @@ fn through_daemon(
                     tracing::info!(disk = %l.disk, mode = %l.mode, lease = %l.lease.display(), "holding through the daemon");
                 }
             }
-            Ok(Err(f)) => return Ok(refused(&f).into()),
-            Err(e) => return Ok(unreachable_daemon(&e).into()),
+            Ok(Err(f)) => return Err(refused(&f)),
+            Err(e) => return Err(unreachable_daemon(&e)),
         }
     }
     // Becomes the command; returns only if that failed. The daemon watches our pid, which
@@ -117,7 +117,7 @@ fn through_daemon(
             tracing::warn!(error = %chain_std(&e), "cannot release the leases before exiting")
         }
     }
-    Ok(exec_failed(command.get_program(), &err))
+    Err(exec_failed(command.get_program(), &err))
 }
 
 /// Takes the leases in this process, through the same table and backends as the daemon
@@ -153,22 +153,16 @@ fn in_process(
         };
         let path = match disk_arg(s, d) {
             Ok(p) => p,
-            Err(e) => {
-                eprintln!("disklock: {}", crate::exit::chain(&e));
-                return Ok(Code::Partial.into());
-            }
+            Err(e) => return Err(crate::exit::failed(Code::Partial, crate::exit::chain(&e))),
         };
         let (t, r) = match plan::resolve(s, &path, mode) {
             Ok(x) => x,
-            Err(f) => return Ok(refused(&f).into()),
+            Err(f) => return Err(refused(&f)),
         };
         match plan::pr_plan(s, pr_key.is_some(), &t, &r, pr.wanted(), pr.preempt) {
             Ok(Some(p)) => table.backend_mut().plan(t.key.clone(), p),
             Ok(None) => {}
-            Err(why) => {
-                eprintln!("disklock: --pr: {why}");
-                return Ok(Code::Usage.into());
-            }
+            Err(why) => return Err(crate::exit::failed(Code::Usage, format!("--pr: {why}"))),
         }
         targets.push(t);
     }
@@ -188,7 +182,7 @@ fn in_process(
         );
         table.backend_mut().clear_plans();
         if let Err(r) = result {
-            return Ok(refused(&crate::daemon::server::failure(r)).into());
+            return Err(refused(&crate::daemon::server::failure(r)));
         }
         // The holder records the table leaves for after a daemon's reply: before the exec.
         table.settle();
@@ -211,14 +205,13 @@ fn in_process(
     }
     let kept: Result<(), _> = table.held().try_for_each(|l| l.file().keep_across_exec());
     if let Err(e) = kept {
-        eprintln!("disklock: {}", chain_std(&e));
         table.shutdown();
-        return Ok(Code::Partial.into());
+        return Err(crate::exit::failed(Code::Partial, chain_std(&e)));
     }
     let err = command.exec();
     // Reservations first, then the lease files, as a daemon releases.
     table.shutdown();
-    Ok(exec_failed(command.get_program(), &err))
+    Err(exec_failed(command.get_program(), &err))
 }
 
 /// Releases the reservations of the devices `reserved` (`MAJ:MIN`) and unregisters `key`
@@ -442,11 +435,14 @@ impl ExitWatch {
 }
 
 /// `env`'s convention: 127 when the command is not found, 126 when it cannot be run.
-fn exec_failed(program: &std::ffi::OsStr, err: &std::io::Error) -> ExitCode {
-    eprintln!("disklock: cannot run {}: {err}", program.to_string_lossy());
-    if err.kind() == std::io::ErrorKind::NotFound {
-        ExitCode::from(127)
+fn exec_failed(program: &std::ffi::OsStr, err: &std::io::Error) -> anyhow::Error {
+    let code = if err.kind() == std::io::ErrorKind::NotFound {
+        Code::NotFound
     } else {
-        ExitCode::from(126)
-    }
+        Code::CannotRun
+    };
+    crate::exit::failed(
+        code,
+        format!("cannot run {}: {err}", program.to_string_lossy()),
+    )
 }

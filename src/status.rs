@@ -9,10 +9,7 @@ use crate::output::{render, table};
 use crate::settings::Settings;
 
 pub fn run(s: &Settings, args: &StatusArgs) -> anyhow::Result<Code> {
-    let reply: StatusReply = match call(s, &Request::Status)? {
-        Ok(r) => r,
-        Err(code) => return Ok(code),
-    };
+    let reply: StatusReply = call(s, &Request::Status)?;
     let out = if args.json {
         let mut o = serde_json::to_string_pretty(&reply.leases)?;
         o.push('\n');
