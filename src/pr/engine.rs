@@ -670,6 +670,9 @@ pub fn check<D: PersistentReservations>(
         registered: foreign.clone(),
         ours_left: found,
     };
+    // A target restart since the last check: SPC-4 sets the generation to 0 at power on, and
+    // every registration, preempt or clear raises it.
+    let reset = generation == 0 || last.is_some_and(|l| generation < l);
     let r = lead.dev.read_reservation().map_err(on(lead))?;
     match r.holder {
         // Ours, exclusively.
@@ -685,10 +688,14 @@ pub fn check<D: PersistentReservations>(
         Some(h) if h.kind.all_registrants() && h.kind == kind && found > 0 => {
             counts(&mut drift);
         }
+        // Another sharer put the shared reservation back after a target restart before we
+        // did (the generation went back below what we last saw): join it again.
+        Some(h) if h.kind.all_registrants() && h.kind == kind && reset => {
+            drift.push(Drift::TargetReset { generation });
+        }
         Some(h) if h.kind.all_registrants() => drift.push(fenced(Some(ReservationKey(0)))),
         Some(h) => drift.push(fenced(Some(h.key))),
         None if keys.keys.is_empty() => {
-            let reset = generation == 0 || last.is_some_and(|l| generation < l);
             if reset {
                 drift.push(Drift::TargetReset { generation });
             } else {

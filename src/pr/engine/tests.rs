@@ -268,6 +268,36 @@ fn foreign_registrations_under_our_reservation_are_removed() {
 }
 
 #[test]
+fn after_a_restart_sharers_all_come_back() {
+    // Two hosts share a disk (all registrants); the target restarts; A repairs first. B must
+    // join again, not count A's new reservation as its own fencing.
+    let lu = Lu::new();
+    let (a, pa) = host(&lu, 1, 1);
+    let (b, pb) = host(&lu, 2, 2);
+    acquire(&pa, a, WEAR).unwrap();
+    acquire(&pb, b, WEAR).unwrap();
+    let last_a = check(&pa, a, Some(WEAR), None).unwrap().generation;
+    let last_b = check(&pb, b, Some(WEAR), None).unwrap().generation;
+    lu.restart();
+    let m = maintain(&pa, a, WEAR, Some(last_a)).unwrap();
+    assert_eq!((m.lost, m.fixed.len()), (None, 1));
+    let m = maintain(&pb, b, WEAR, Some(last_b)).unwrap();
+    assert_eq!(m.lost, None, "{m:?}");
+    assert_eq!(m.drift.len(), 1);
+    assert!(matches!(m.drift[0], Drift::TargetReset { .. }), "{m:?}");
+    assert_eq!(lu.keys(), [a.0, b.0, b.0]);
+    assert_eq!(lu.reservation(), Some((0, WEAR)));
+    // But a sharer removed by a preempt (no restart) is fenced.
+    let last_b = check(&pb, b, Some(WEAR), None).unwrap().generation;
+    let (c, pc) = host(&lu, 3, 1);
+    register_all(&pc, c).unwrap();
+    preempt(&pc, c, ReservationKey(0), WERO, true).unwrap();
+    let m = maintain(&pb, b, WEAR, Some(last_b)).unwrap();
+    assert!(matches!(m.lost, Some(Drift::Fenced { .. })), "{m:?}");
+    assert!(!lu.may_write(20) && !lu.may_write(21));
+}
+
+#[test]
 fn after_a_restart_two_believers_end_with_one_holder() {
     // A was fenced by B but has not noticed; the target restarts; both repair.
     for a_first in [true, false] {
