@@ -500,14 +500,20 @@ const KEY_C: u64 = 0xcccc_0000_0000_0003;
 fn fenced_stays_fenced(check: u32, a: &Host, da: &str, b: &Host, db: &str) -> Result<()> {
     let (pa, pb) = (common::dev_path(da), common::dev_path(db));
     let owner_a = acquire_ok(a, da)?;
-    // The writer: one 512-byte O_DIRECT write every 20 ms; an acknowledged one is logged
-    // with A's monotonic clock.
+    // The writer: one 512-byte O_DIRECT write of its sequence number every 20 ms, logging
+    // `try N` before and `ok N` after a write that was acknowledged. SIGSTOP can land between
+    // a write's acknowledgement and its `ok` line, so what counts is when a write *began*:
+    // after the writer is frozen the log cannot grow, and any `try` past that point began
+    // after the takeover.
     a.write_file(
         "/tmp/writer.sh",
         format!(
-            "while :; do\n\
-               dd if=/dev/zero of={pa} bs=512 count=1 seek=400 oflag=direct 2>/dev/null \
-                 && echo ok $({NOW_NS}) >> /tmp/writer.log\n\
+            "i=0\n\
+             while :; do\n\
+               i=$((i + 1))\n\
+               echo try $i >> /tmp/writer.log\n\
+               printf 'A%07d' $i | dd of={pa} bs=512 count=1 seek=400 conv=sync oflag=direct 2>/dev/null \
+                 && echo ok $i >> /tmp/writer.log\n\
                usleep 20000\n\
              done\n"
         )
@@ -525,6 +531,9 @@ fn fenced_stays_fenced(check: u32, a: &Host, da: &str, b: &Host, db: &str) -> Re
         |o| o.stdout.trim().parse::<u32>().unwrap_or(0) > 0,
     );
     a.run_ok("kill -STOP -$(cat /tmp/writer.pid)")?;
+    // The log as the frozen writer left it.
+    std::thread::sleep(Duration::from_millis(200));
+    let frozen_lines = a.run_ok("cat /tmp/writer.log")?.lines().count();
     let out = timed("step B preempts A", || {
         b.run(&format!(
             "disklock acquire --preempt --owner vm-on-{} --pid $(sleep 1000000 >/dev/null 2>&1 & echo $!) {pb}",
@@ -532,7 +541,17 @@ fn fenced_stays_fenced(check: u32, a: &Host, da: &str, b: &Host, db: &str) -> Re
         ))
     })?;
     assert!(out.success(), "B's acquire --preempt: {out:?}");
-    let taken: u64 = a.run_ok(NOW_NS)?.trim().parse().expect("A's clock");
+    // B's mark on the sector the writer writes: whatever reaches the disk from A after the
+    // takeover overwrites it.
+    let mark = |h: &Host, dev: &str| -> Result<String> {
+        h.run_ok(&format!(
+            "dd if={dev} bs=512 count=1 skip=400 iflag=direct 2>/dev/null | head -c 8"
+        ))
+    };
+    b.run_ok(&format!(
+        "printf 'B-HOLDS!' | dd of={pb} bs=512 count=1 seek=400 conv=sync oflag=direct 2>/dev/null"
+    ))?;
+    assert_eq!(mark(b, &pb)?, "B-HOLDS!");
     a.run_ok("kill -CONT -$(cat /tmp/writer.pid)")?;
     // Three check intervals and a little more: A's key never reappears.
     let t = Instant::now();
@@ -550,22 +569,36 @@ fn fenced_stays_fenced(check: u32, a: &Host, da: &str, b: &Host, db: &str) -> Re
     }
     a.run_ok("kill -KILL -$(cat /tmp/writer.pid) || true")?;
     let log = a.run_ok("cat /tmp/writer.log")?;
-    let after: Vec<u64> = log
-        .lines()
-        .filter_map(|l| l.strip_prefix("ok "))
-        .filter_map(|n| n.trim().parse().ok())
-        .filter(|&n| n > taken)
+    let lines: Vec<&str> = log.lines().collect();
+    // Writes begun after the takeover (their `try` line is past the frozen log) …
+    let begun_after: Vec<&str> = lines[frozen_lines.min(lines.len())..]
+        .iter()
+        .filter_map(|l| l.strip_prefix("try "))
         .collect();
+    // … and of those, the acknowledged ones.
+    let acked_after = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("ok "))
+        .filter(|n| begun_after.contains(n))
+        .count();
+    let acked_before = lines.iter().filter(|l| l.starts_with("ok ")).count() - acked_after;
+    let on_disk = mark(b, &pb)?;
     note(format!(
-        "MEASURED: fenced host: A's key absent in {polls} polls over {:.1} s after B's preempt; writes acknowledged after the takeover: {} (of {} before)",
+        "MEASURED: fenced host: A's key absent in {polls} polls over {:.1} s after B's preempt; A's writes begun after the takeover: {} tried, {acked_after} acknowledged ({acked_before} acknowledged before); the sector B marked reads {on_disk:?}",
         t.elapsed().as_secs_f64(),
-        after.len(),
-        log.lines().count() - after.len()
+        begun_after.len(),
     ));
     assert!(
-        after.is_empty(),
-        "A's frozen writer got {} write(s) acknowledged after B's takeover",
-        after.len()
+        !begun_after.is_empty(),
+        "the thawed writer kept trying: {log}"
+    );
+    assert_eq!(
+        acked_after, 0,
+        "A's frozen writer got writes acknowledged after B's takeover: {log}"
+    );
+    assert_eq!(
+        on_disk, "B-HOLDS!",
+        "a write of A's reached the disk after B took it"
     );
     assert_fenced(a, da, 401)?;
     let lost = a.run_ok("grep 'pr-lost' /tmp/daemon.log")?;
