@@ -1264,21 +1264,18 @@ impl Lease {
         // `self` drops here: the fd closes and the lock goes.
     }
 
-    /// Removes the lease file if it is still the one at its path (see [`linked`]); we hold
-    /// the lock on it, so nobody else following the lockspace's rules removes or replaces
-    /// it meanwhile.
+    /// Removes the lease file if it is still the one at its path; we hold the lock on it, so
+    /// nobody else following the lockspace's rules removes or replaces it meanwhile.
     ///
-    /// "Still the one at its path" is asked of the path too: the name must lead to the very
-    /// inode we locked (device and inode number), or the file there is someone else's (ours
-    /// was renamed away and another process created and locked a new one) and stays. What
+    /// "Still the one at its path" is asked of the path: the name must lead to the very
+    /// inode we locked (device and inode number; an inode we hold open is never reused, so a
+    /// match also means our file still has that name), or the file there is someone else's
+    /// (ours was renamed away and another process created and locked a new one) and stays. What
     /// is left is the instant between that look and the unlink; it is harmless because only
     /// a process that may rename files in the lockspace can use it, and the lockspace
     /// admits no writer but its owner (or, with the sticky bit, no renaming of another
     /// user's files): see ARCHITECTURE.md, invariant 10.
     fn unlink_if_ours(&self) -> Result<Released, LeaseError> {
-        if linked(self.file(), &self.path)?.is_none() {
-            return Ok(Released::Kept);
-        }
         let name = Path::new(self.path.file_name().unwrap_or_default());
         match self.space.stat(name) {
             Ok(Some(st)) if st.st_dev == self.dev && st.st_ino == self.ino => {}

@@ -383,19 +383,8 @@ pub fn preempt<D: PersistentReservations + Sync>(
     }
     let lead = first(paths)?;
     register_all(paths, ours)?;
-    let mut aborted = abort;
-    let mut fell_back = false;
-    match lead.dev.preempt(ours, victim, kind, abort) {
-        Ok(()) => {}
-        Err(e) if abort && e.is_unsupported() => {
-            aborted = false;
-            fell_back = true;
-            lead.dev
-                .preempt(ours, victim, kind, false)
-                .map_err(on(lead))?;
-        }
-        Err(e) => return Err(on(lead)(e)),
-    }
+    let fell_back = preempt_one(lead, ours, victim, kind, abort)?;
+    let aborted = abort && !fell_back;
     let r = lead.dev.read_reservation().map_err(on(lead))?;
     if r.holder.is_none() {
         // The victim was registered but held no reservation: PREEMPT only unregistered it.
@@ -780,15 +769,30 @@ fn evict<D: PersistentReservations>(
     kind: PrType,
 ) -> Result<(), PrError> {
     for k in keys {
-        match lead.dev.preempt(ours, *k, kind, true) {
-            Ok(()) => {}
-            Err(e) if e.is_unsupported() => {
-                lead.dev.preempt(ours, *k, kind, false).map_err(on(lead))?;
-            }
-            Err(e) => return Err(on(lead)(e)),
-        }
+        preempt_one(lead, ours, *k, kind, true)?;
     }
     Ok(())
+}
+
+/// PREEMPT (AND ABORT when `abort`) of `victim` through `lead`; a target without PREEMPT
+/// AND ABORT (tgt) gets plain PREEMPT. Returns whether it fell back.
+fn preempt_one<D: PersistentReservations>(
+    lead: &Path<D>,
+    ours: ReservationKey,
+    victim: ReservationKey,
+    kind: PrType,
+    abort: bool,
+) -> Result<bool, PrError> {
+    match lead.dev.preempt(ours, victim, kind, abort) {
+        Ok(()) => Ok(false),
+        Err(e) if abort && e.is_unsupported() => {
+            lead.dev
+                .preempt(ours, victim, kind, false)
+                .map_err(on(lead))?;
+            Ok(true)
+        }
+        Err(e) => Err(on(lead)(e)),
+    }
 }
 
 /// What one periodic check of a held disk found and did.
