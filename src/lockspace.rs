@@ -1083,6 +1083,35 @@ fn lock_info(file: &File, path: &Path) -> Option<LockInfo> {
     })
 }
 
+/// Whether the lockspace `dir` (as configured) is on a file system known to live on this
+/// host (ext2/3/4, XFS, Btrfs, F2FS, tmpfs, ramfs, overlayfs): its lease I/O answers at memory or
+/// disk speed. Anything else — NFS, CIFS, a cluster or FUSE file system, one not known here
+/// — may wait on another machine. Asks the opened directory (`fstatfs`), so on a hung
+/// network file system this call itself may hang: make it where that stalls nothing else.
+pub fn on_local_fs(dir: &Path) -> Result<bool, LeaseError> {
+    use nix::sys::statfs::{
+        BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, FsType, OVERLAYFS_SUPER_MAGIC,
+        TMPFS_MAGIC, XFS_SUPER_MAGIC,
+    };
+    // ramfs (an initramfs root), from linux/magic.h.
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    let space = prepared(dir)?;
+    let st = nix::sys::statfs::fstatfs(&space.fd).map_err(|e| LeaseError::CreateDir {
+        dir: space.dir.clone(),
+        source: e.into(),
+    })?;
+    let local = [
+        EXT4_SUPER_MAGIC,
+        XFS_SUPER_MAGIC,
+        BTRFS_SUPER_MAGIC,
+        F2FS_SUPER_MAGIC,
+        TMPFS_MAGIC,
+        RAMFS_MAGIC,
+        OVERLAYFS_SUPER_MAGIC,
+    ];
+    Ok(local.contains(&st.filesystem_type()))
+}
+
 fn on_nfs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NFS_SUPER_MAGIC)
@@ -1502,6 +1531,28 @@ mod tests {
             Acquired::Held(lease) => lease,
             Acquired::Busy(_) => panic!("busy"),
         }
+    }
+
+    #[test]
+    fn a_lockspace_on_a_local_file_system_is_local() {
+        // The temp directory is on a local file system on the machines that run this (the
+        // other case, NFS, is in the rig: vm-harness/tests/nfs_stall.rs).
+        let dir = tempfile::tempdir().unwrap();
+        let ls = dir.path().join("ls");
+        assert!(on_local_fs(&ls).unwrap(), "{}", ls.display());
+        let magic = nix::sys::statfs::statfs(dir.path())
+            .unwrap()
+            .filesystem_type();
+        assert!(
+            [
+                nix::sys::statfs::TMPFS_MAGIC,
+                nix::sys::statfs::EXT4_SUPER_MAGIC,
+                nix::sys::statfs::XFS_SUPER_MAGIC,
+                nix::sys::statfs::BTRFS_SUPER_MAGIC
+            ]
+            .contains(&magic),
+            "the test machine's temp dir is on {magic:?}"
+        );
     }
 
     #[test]

@@ -187,8 +187,10 @@ fn in_process(
         // The holder records the table leaves for after a daemon's reply: before the exec.
         table.settle();
     }
-    let held: Vec<lockspace::HeldElsewhere> =
-        table.held().map(|l| l.file().held_elsewhere()).collect();
+    let held: Vec<lockspace::HeldElsewhere> = table
+        .held()
+        .filter_map(|l| l.file().map(lockspace::Lease::held_elsewhere))
+        .collect();
     let reserved: Vec<String> = table
         .held()
         .filter_map(|l| table.backend().reserved_device(l))
@@ -203,7 +205,10 @@ fn in_process(
             tracing::warn!(error = %e, "the lease files will stay behind when the command exits");
         }
     }
-    let kept: Result<(), _> = table.held().try_for_each(|l| l.file().keep_across_exec());
+    let kept: Result<(), _> = table
+        .held()
+        .filter_map(|l| l.file())
+        .try_for_each(lockspace::Lease::keep_across_exec);
     if let Err(e) = kept {
         table.shutdown();
         return Err(crate::exit::failed(Code::Partial, chain_std(&e)));

@@ -26,6 +26,9 @@ pub struct Settings {
     pub pr_exclusive: PrType,
     /// `pr_shared_type`, parsed: the reservation type a shared disk joins.
     pub pr_shared: PrType,
+    /// `lease_io_threads = "all"`: every lockspace's lease I/O runs on threads of its own
+    /// (else only that of lockspaces not on a local file system).
+    pub lease_io_all: bool,
 }
 
 impl Settings {
@@ -70,7 +73,9 @@ impl Settings {
         };
         let pr_exclusive = pr_type("pr_type", &config.pr_type)?;
         let pr_shared = pr_type("pr_shared_type", &config.pr_shared_type)?;
+        let lease_io_all = lease_io_all(&config.lease_io_threads)?;
         Ok(Settings {
+            lease_io_all,
             pr_exclusive,
             pr_shared,
             resolver: Resolver::new(root, &order),
@@ -96,6 +101,15 @@ impl Settings {
             LockspaceKind::Lvm => &self.config.lvm_lockspace_dir,
             LockspaceKind::Scsi => &self.config.scsi_lockspace_dir,
         }
+    }
+}
+
+/// `lease_io_threads`, parsed: whether every lockspace gets lease I/O threads.
+fn lease_io_all(text: &str) -> anyhow::Result<bool> {
+    match text {
+        "auto" => Ok(false),
+        "all" => Ok(true),
+        other => anyhow::bail!("lease_io_threads = {other:?}: expected \"auto\" or \"all\""),
     }
 }
 
@@ -143,6 +157,17 @@ mod tests {
         );
         assert_eq!(default_socket(1000, Some("relative".into())), None);
         assert_eq!(default_socket(1000, None), None);
+    }
+
+    /// Every `lease_io_threads` value the configuration accepts parses; nothing else does.
+    #[test]
+    fn every_lease_io_value_conf_accepts_parses() {
+        let parsed: Vec<bool> = disklock_conf::LEASE_IO_THREADS
+            .iter()
+            .map(|v| lease_io_all(v).unwrap_or_else(|e| panic!("{v}: {e}")))
+            .collect();
+        assert_eq!(parsed, [false, true]);
+        assert!(lease_io_all("some").is_err());
     }
 
     /// Every reservation type name the configuration accepts parses, into the family its

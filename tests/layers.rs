@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("daemon", 2),
     ("daemon::access", 2),
     ("daemon::idle", 2),
+    ("daemon::lanes", 2),
     ("daemon::log", 2),
     ("daemon::protocol", 2),
     ("daemon::table", 2),

@@ -246,6 +246,122 @@ fn acquire_is_all_or_nothing() {
     assert!(status_json(&env, "a.sock").is_empty());
 }
 
+/// Acquires racing for the same disks through one daemon: one exclusive winner per disk, all
+/// sharers join one lease, overlapping multi-disk acquires are each all or nothing, and when
+/// the owners are gone nothing is left. (In the `test-lanes` phase this runs every lease
+/// through the daemon's lanes, where racing acquires claim leases and wait for each other.)
+#[test]
+fn racing_acquires_follow_the_one_rule() {
+    let env = Env::new();
+    let _a = env.daemon("a.sock");
+    const N: usize = 8;
+    let one = env.disk("one.img");
+    let shared = env.disk("shared.img");
+    let ring: Vec<String> = (0..N).map(|i| env.disk(&format!("r{i}.img"))).collect();
+    let owners: Vec<Sleeper> = (0..N).map(|_| Sleeper::new()).collect();
+    // Each racer is connected before any sends: the requests reach the daemon together.
+    let socket = env.path("a.sock");
+    let race = |args: &(dyn Fn(usize) -> Vec<String> + Sync)| -> Vec<i32> {
+        let start = std::sync::Barrier::new(N);
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..N)
+                .map(|i| {
+                    let (disks, shared) = {
+                        let a = args(i);
+                        let shared = a.iter().any(|x| x == "--shared");
+                        (a.into_iter().filter(|x| x != "--shared").collect::<Vec<_>>(), shared)
+                    };
+                    let (start, socket, pid) = (&start, &socket, owners[i].pid());
+                    s.spawn(move || {
+                        let mode = if shared { "shared" } else { "exclusive" };
+                        let msg = serde_json::json!({
+                            "method": "io.disklock.Lease.Acquire",
+                            "parameters": {
+                                "disks": disks.iter().map(|d| serde_json::json!({"path": d, "mode": mode})).collect::<Vec<_>>(),
+                                "owner": {"name": format!("racer{i}"), "uuid": format!("racer-{i}"), "pid": pid.parse::<u32>().unwrap()},
+                            }
+                        });
+                        let mut bytes = serde_json::to_vec(&msg).unwrap();
+                        bytes.push(0);
+                        let mut conn = std::os::unix::net::UnixStream::connect(socket).unwrap();
+                        start.wait();
+                        conn.write_all(&bytes).unwrap();
+                        let v = read_reply(&mut conn);
+                        match v["error"].as_str() {
+                            None => 0,
+                            Some("io.disklock.Lease.Busy") => 3,
+                            Some(e) => panic!("racer {i}: {e}: {v}"),
+                        }
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        })
+    };
+    let acquire = |_: usize, disks: &[&String], extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        a.extend(disks.iter().map(|d| (*d).clone()));
+        a
+    };
+    // One exclusive winner.
+    let codes = race(&|i| acquire(i, &[&one], &[]));
+    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|c| *c == 0 || *c == 3), "{codes:?}");
+    // Every sharer in, on one lease.
+    let codes = race(&|i| acquire(i, &[&shared], &["--shared"]));
+    assert!(codes.iter().all(|c| *c == 0), "{codes:?}");
+    // Overlapping pairs: owner i wants disks i and i+1.
+    let codes = race(&|i| acquire(i, &[&ring[i], &ring[(i + 1) % N]], &[]));
+    let status = status_json(&env, "a.sock");
+    let holders = |disk: &str| -> Vec<u64> {
+        status
+            .iter()
+            .filter(|l| l["disk"] == disk)
+            .flat_map(|l| l["owners"].as_array().unwrap().iter())
+            .map(|o| o["pid"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(holders(&one).len(), 1);
+    assert_eq!(holders(&shared).len(), N);
+    assert_eq!(
+        status
+            .iter()
+            .filter(|l| l["disk"] == shared.as_str())
+            .count(),
+        1
+    );
+    for (i, c) in codes.iter().enumerate() {
+        let pid: u64 = owners[i].pid().parse().unwrap();
+        let has = |d: &str| holders(d) == [pid];
+        match c {
+            0 => assert!(has(&ring[i]) && has(&ring[(i + 1) % N]), "{i}: {status:?}"),
+            3 => assert!(
+                !holders(&ring[i]).contains(&pid) && !holders(&ring[(i + 1) % N]).contains(&pid),
+                "a refused acquire holds nothing: {i}: {status:?}"
+            ),
+            c => panic!("exit {c} for {i}"),
+        }
+    }
+    assert!(codes.contains(&0), "{codes:?}");
+    for d in &ring {
+        assert!(holders(d).len() <= 1, "{d}: {status:?}");
+    }
+    drop(owners);
+    wait_until("every lease is released", || {
+        status_json(&env, "a.sock").is_empty()
+    });
+    assert_eq!(env.lease_files(), 0);
+    // On lanes, racing acquires of one lease claim it and wait for each other: the race
+    // above must have made some wait, or it did not test that path.
+    let waits = std::fs::read_to_string(env.path("a.sock.log"))
+        .unwrap()
+        .matches("acquire-waits")
+        .count();
+    if std::env::var("DISKLOCK_TEST_LEASE_IO").as_deref() == Ok("all") {
+        assert!(waits > 0, "no acquire waited for another");
+    }
+}
+
 #[test]
 fn commands_say_when_they_need_a_daemon() {
     let env = Env::new();

@@ -47,6 +47,12 @@ pub const MAX_HOST_ID: u16 = 2000;
 pub const PR_CHECK_INTERVAL: u32 = 10;
 /// The largest `pr_check_interval` (one day).
 pub const MAX_PR_CHECK_INTERVAL: u32 = 86_400;
+/// Which lockspaces get threads of their own for lease I/O (`lease_io_threads`); the first is
+/// the default. `auto`: those not on a local file system (NFS and other network or cluster
+/// file systems, whose I/O can hang while a server is away); `all`: every lockspace, also a
+/// local file system on a disk that can stall (iSCSI, multipath queueing), at the cost of a
+/// thread hop on each new lease.
+pub const LEASE_IO_THREADS: &[&str] = &["auto", "all"];
 
 /// A way to derive a stable, cross-host key for a disk, tried in the configured order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -149,6 +155,8 @@ pub enum Key {
     PrExclude,
     /// `pr_check_interval`
     PrCheckInterval,
+    /// `lease_io_threads`
+    LeaseIoThreads,
 }
 
 impl Key {
@@ -340,6 +348,13 @@ const KEYS: &[KeySpec] = &[
         in_lockd_conf: false,
         default: |_| Some(Setting::Seconds(PR_CHECK_INTERVAL)),
     },
+    KeySpec {
+        key: Key::LeaseIoThreads,
+        name: "lease_io_threads",
+        kind: Kind::Choice(LEASE_IO_THREADS),
+        in_lockd_conf: false,
+        default: |_| Some(Setting::Choice(LEASE_IO_THREADS[0].to_owned())),
+    },
 ];
 
 const _: () = {
@@ -490,6 +505,8 @@ pub struct Config {
     /// How often the daemon checks the reservations of the disks it holds, in seconds; 0
     /// turns the check off.
     pub pr_check_interval: u32,
+    /// Which lockspaces get lease I/O threads: one of [`LEASE_IO_THREADS`].
+    pub lease_io_threads: String,
     origins: BTreeMap<Key, Origin>,
 }
 
@@ -564,6 +581,7 @@ impl Config {
                     .collect(),
             ),
             Key::PrCheckInterval => Value::Int(self.pr_check_interval.into()),
+            Key::LeaseIoThreads => Value::Str(self.lease_io_threads.clone()),
         }
     }
 
@@ -625,6 +643,7 @@ impl Config {
         };
         let pr_type = choice(Key::PrType)?;
         let pr_shared_type = choice(Key::PrSharedType)?;
+        let lease_io_threads = choice(Key::LeaseIoThreads)?;
         let host_key = match take(Key::HostKey) {
             Some(Setting::HostKey(k)) => k,
             None => None,
@@ -676,6 +695,7 @@ impl Config {
             host_id,
             pr_exclude,
             pr_check_interval,
+            lease_io_threads,
             origins,
         })
     }
@@ -877,7 +897,8 @@ mod tests {
                 "host_key",
                 "host_id",
                 "pr_exclude",
-                "pr_check_interval"
+                "pr_check_interval",
+                "lease_io_threads"
             ]
         );
         for key in Key::all() {

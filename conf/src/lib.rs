@@ -61,10 +61,10 @@ mod load;
 mod warning;
 
 pub use config::{
-    AUTO_DISK_LEASES, Config, Context, DISK_LEASE_DIR, Key, KeySource, MAX_HOST_ID,
-    MAX_PR_CHECK_INTERVAL, Origin, PERSISTENT_RESERVATIONS, PR_CHECK_INTERVAL, PR_SHARED_TYPES,
-    PR_TYPES, READONLY_DISK_LEASES, ROOT_CONFIG_PATH, ROOT_LOCKD_CONF, ROOT_STATE_DIR,
-    UnknownKeySource, format_host_key, parse_host_key,
+    AUTO_DISK_LEASES, Config, Context, DISK_LEASE_DIR, Key, KeySource, LEASE_IO_THREADS,
+    MAX_HOST_ID, MAX_PR_CHECK_INTERVAL, Origin, PERSISTENT_RESERVATIONS, PR_CHECK_INTERVAL,
+    PR_SHARED_TYPES, PR_TYPES, READONLY_DISK_LEASES, ROOT_CONFIG_PATH, ROOT_LOCKD_CONF,
+    ROOT_STATE_DIR, UnknownKeySource, format_host_key, parse_host_key,
 };
 pub use error::{ConfError, FoundValue, Problem};
 pub use load::{Loaded, MAX_FILE_SIZE, load, load_str, load_with};

@@ -423,6 +423,7 @@ host_key = \"0xABCDEF0123456789\"
 host_id = 2000
 pr_exclude = [ \"3600a0b80\", \"/dev/sdz\" ]
 pr_check_interval = 0
+lease_io_threads = \"all\"
 ";
         let (result, asked) = load_files(None, &root(), &[(MAIN, text)]);
         let loaded = result.unwrap();
@@ -443,6 +444,7 @@ pr_check_interval = 0
         assert_eq!(c.host_id, Some(2000));
         assert_eq!(c.pr_exclude, ["3600a0b80", "/dev/sdz"]);
         assert_eq!(c.pr_check_interval, 0);
+        assert_eq!(c.lease_io_threads, "all");
         // `lockd_conf = ""` stops root's default qemu-lockd.conf from being read.
         assert_eq!(asked, [PathBuf::from(MAIN)]);
         for (i, key) in Key::all().enumerate() {

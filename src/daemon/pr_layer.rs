@@ -13,12 +13,15 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use disklock_naming::{DevNo, DiskKey, Resolver};
 use disklock_scsi::pr::{PersistentReservations, PrType, ReservationKey};
 
-use super::table::{Backend, FileBackend};
-use crate::lockspace::{self, Acquired, Busy, HolderRef, LeaseError, Mode, Released};
+use super::lanes::{Job, Lanes};
+use super::table::{Backend, FileBackend, LeaseId};
+use crate::lockspace::{self, Acquired, Busy, Holder, HolderRef, LeaseError, Mode, Released};
 use crate::output::bounded;
 use crate::pr::engine::{self, Drift, PrError};
 use crate::pr::{Handle, open_path};
@@ -47,8 +50,17 @@ struct Hold {
 /// A lease file lock and, when the disk has one, the key of its reservation here.
 #[derive(Debug)]
 pub struct PrLease {
-    file: lockspace::Lease,
+    file: FileLock,
     reserved: Option<DiskKey>,
+}
+
+/// Where a held lease's file lock is kept.
+#[derive(Debug)]
+enum FileLock {
+    /// Here, on the thread that runs the table (a lockspace on a local file system).
+    Here(lockspace::Lease),
+    /// On its lane ([`super::lanes`]), which does all I/O on it; the id names it there.
+    Lane(LeaseId),
 }
 
 /// Reservation types and this host's key.
@@ -102,10 +114,85 @@ pub struct PrBackend {
     holds: HashMap<DiskKey, Hold>,
     /// Disks another host took while their leases are held here: why.
     lost: HashMap<DiskKey, String>,
+    /// The daemon's lanes; `None` in a process that takes its leases inline (`disklock run`).
+    lanes: Option<LaneIo>,
+}
+
+/// How the daemon's lease I/O is run ([`PrBackend::with_lanes`]).
+pub struct LaneSetup {
+    /// Every lockspace gets lanes (`lease_io_threads = "all"`); else only lockspaces not on a
+    /// local file system ([`lockspace::on_local_fs`]).
+    pub all: bool,
+    /// Makes a lane's resolver (for the storage paths of a disk to reserve).
+    pub resolver: Arc<dyn Fn() -> Resolver + Send + Sync>,
+    /// Takes what a lane reports to the table task.
+    pub report: Arc<dyn Fn(LaneDone) + Send + Sync>,
+}
+
+/// What a lane's report means for the acquires waiting ([`PrBackend::lane_done`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    /// One more lease of the acquire with this token is taken or refused.
+    Taken(u64),
+    /// A lease another acquire claimed is free again.
+    Freed,
+    /// Nothing an acquire waits for.
+    Nothing,
+}
+
+/// What a lane reports to the table task: give it to [`PrBackend::lane_done`].
+pub struct LaneDone(Done);
+
+enum Done {
+    /// A lease taken (or not) for the acquire `token`.
+    Taken {
+        token: u64,
+        id: LeaseId,
+        mode: Mode,
+        result: Result<Acquired<Option<Hold>>, LeaseError>,
+        /// Whether the lockspace is on a local file system, when the lane could tell.
+        local: Option<bool>,
+    },
+    /// A holder record written or a lease given back.
+    Finished { id: LeaseId },
+}
+
+/// A lane's state: the lease files it holds, and a resolver for reservations.
+struct LaneState {
+    leases: HashMap<LeaseId, lockspace::Lease>,
+    resolver: Resolver,
+}
+
+/// The daemon's lanes and what the table task knows of their work.
+struct LaneIo {
+    lanes: Lanes<LaneState>,
+    all: bool,
+    report: Arc<dyn Fn(LaneDone) + Send + Sync>,
+    resolver: Arc<dyn Fn() -> Resolver + Send + Sync>,
+    /// Lockspaces whose file system is known (true: local, I/O runs on the table's thread).
+    local: Vec<(Arc<Path>, bool)>,
+    /// Leases taken on lanes for an acquire that the table has not run yet: by lease, the
+    /// acquire's token, the mode and the outcome.
+    prepared: HashMap<LeaseId, Prepared>,
+    /// Lane jobs not reported back yet, by lease.
+    pending: HashMap<LeaseId, usize>,
+    /// The acquire the table runs now: only its prepared leases are handed to the table.
+    running: u64,
+}
+
+/// The token of a prepared lease whose acquire was given up while its lane worked on it.
+pub const GIVEN_UP: u64 = u64::MAX;
+
+struct Prepared {
+    token: u64,
+    mode: Mode,
+    /// `None` until the lane reports.
+    result: Option<Result<Acquired<Option<Hold>>, LeaseError>>,
 }
 
 impl PrBackend {
     /// Without `settings` (no host key, or reservations off) it is the file backend alone.
+    /// All lease I/O runs inline, on the caller's thread.
     pub fn new(settings: Option<Settings>, resolver: Resolver) -> PrBackend {
         PrBackend {
             files: FileBackend,
@@ -114,7 +201,240 @@ impl PrBackend {
             plans: HashMap::new(),
             holds: HashMap::new(),
             lost: HashMap::new(),
+            lanes: None,
         }
+    }
+
+    /// [`PrBackend::new`] for the daemon: the lease I/O of a lockspace that may hang runs
+    /// on lanes. The shell asks [`needs_lane`](Self::needs_lane) for each lease an acquire
+    /// must take, has it taken ([`prepare`](Self::prepare)), hands the lanes' reports back
+    /// ([`lane_done`](Self::lane_done)), and runs the acquire through the table once every
+    /// such lease is prepared: the table's `acquire` then finds them here instead of doing
+    /// I/O. Record writes and releases of lane-held leases are queued on their lane.
+    pub fn with_lanes(settings: Option<Settings>, resolver: Resolver, setup: LaneSetup) -> Self {
+        let make = setup.resolver.clone();
+        let mut b = PrBackend::new(settings, resolver);
+        b.lanes = Some(LaneIo {
+            lanes: Lanes::new(move || LaneState {
+                leases: HashMap::new(),
+                resolver: make(),
+            }),
+            all: setup.all,
+            report: setup.report,
+            resolver: setup.resolver,
+            local: Vec::new(),
+            prepared: HashMap::new(),
+            pending: HashMap::new(),
+            running: 0,
+        });
+        b
+    }
+
+    /// Whether taking the lease `key` in lockspace `dir` must go through a lane: its
+    /// lockspace is not known to be on a local file system (the first lease of a lockspace
+    /// always goes to a lane, which finds out), or the lease has lane work still queued
+    /// (which the new work must follow).
+    pub fn needs_lane(&self, dir: &Path, key: &DiskKey) -> bool {
+        let Some(io) = &self.lanes else {
+            return false;
+        };
+        if io.all {
+            return true;
+        }
+        let local = io
+            .local
+            .iter()
+            .find(|(d, _)| d.as_os_str() == dir.as_os_str())
+            .is_some_and(|(_, l)| *l);
+        !local
+            || (!io.pending.is_empty()
+                && io.pending.contains_key(&LeaseId {
+                    lockspace: Arc::from(dir),
+                    key: key.clone(),
+                }))
+    }
+
+    /// Whether the lease `id` has been taken (or refused) on a lane for the acquire `token`,
+    /// or is being.
+    pub fn is_prepared(&self, id: &LeaseId, token: u64) -> bool {
+        self.lanes
+            .as_ref()
+            .and_then(|io| io.prepared.get(id))
+            .is_some_and(|p| p.token == token)
+    }
+
+    /// Has a lane take the lease `id` for the acquire `token`, with `holder` as its record
+    /// and, with a reservation plan, the disk's reservation. The outcome comes back through
+    /// [`lane_done`](Self::lane_done).
+    pub fn prepare(
+        &mut self,
+        token: u64,
+        id: LeaseId,
+        mode: Mode,
+        holder: Holder,
+        plan: Option<Plan>,
+    ) {
+        let settings = self.settings;
+        let Some(io) = &mut self.lanes else {
+            return;
+        };
+        io.prepared.insert(
+            id.clone(),
+            Prepared {
+                token,
+                mode,
+                result: None,
+            },
+        );
+        let report = io.report.clone();
+        let job_id = id.clone();
+        let job: Job<LaneState> = Box::new(move |s: &mut LaneState| {
+            let pr = settings.zip(plan);
+            let result = take(
+                &s.resolver,
+                &job_id,
+                mode,
+                &holder.borrowed(),
+                pr.as_ref().map(|(st, p)| (*st, p)),
+            )
+            .map(|a| match a {
+                Acquired::Held((file, hold)) => {
+                    s.leases.insert(job_id.clone(), file);
+                    Acquired::Held(hold)
+                }
+                Acquired::Busy(b) => Acquired::Busy(b),
+            });
+            let local = lockspace::on_local_fs(&job_id.lockspace).ok();
+            report(LaneDone(Done::Taken {
+                token,
+                id: job_id,
+                mode,
+                result,
+                local,
+            }));
+        });
+        io.submit(&id, job);
+    }
+
+    /// Takes a lane's report: what it means for the acquires waiting.
+    pub fn lane_done(&mut self, done: LaneDone) -> Reported {
+        let Some(io) = self.lanes.as_mut() else {
+            return Reported::Nothing;
+        };
+        let id = match &done.0 {
+            Done::Taken { id, .. } | Done::Finished { id } => id.clone(),
+        };
+        if let Some(n) = io.pending.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                io.pending.remove(&id);
+            }
+        }
+        let Done::Taken {
+            token,
+            id,
+            mode,
+            result,
+            local,
+        } = done.0
+        else {
+            return Reported::Nothing;
+        };
+        if let Some(local) = local
+            && !io
+                .local
+                .iter()
+                .any(|(d, _)| d.as_os_str() == id.lockspace.as_os_str())
+        {
+            io.local.push((id.lockspace.clone(), local));
+        }
+        match io.prepared.get_mut(&id) {
+            Some(p) if p.token == token && p.result.is_none() && p.mode == mode => {
+                p.result = Some(result);
+                Reported::Taken(token)
+            }
+            // Its acquire was given up meanwhile: give it back; the lease is free for others.
+            _ => {
+                io.prepared.remove(&id);
+                if let Ok(Acquired::Held(hold)) = result {
+                    self.give_back_on_lane(id, hold);
+                }
+                Reported::Freed
+            }
+        }
+    }
+
+    /// How many leases acquires have claimed.
+    pub fn claims(&self) -> usize {
+        self.lanes.as_ref().map_or(0, |io| io.prepared.len())
+    }
+
+    /// The acquire that has a lane taking the lease `id`, or holds what one took, until the
+    /// table runs it: no other acquire may take that lease meanwhile ([`GIVEN_UP`] for one
+    /// given up while its lane still works).
+    pub fn claimed_by(&self, id: &LeaseId) -> Option<u64> {
+        let io = self.lanes.as_ref()?;
+        if io.prepared.is_empty() {
+            return None;
+        }
+        io.prepared.get(id).map(|p| p.token)
+    }
+
+    /// Gives back what lanes took for the acquire `token` and the table did not use (the
+    /// acquire was refused before it came to them, or given up).
+    pub fn discard(&mut self, token: u64) {
+        let Some(io) = &mut self.lanes else {
+            return;
+        };
+        let mine: Vec<LeaseId> = io
+            .prepared
+            .iter()
+            .filter(|(_, p)| p.token == token)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut back = Vec::new();
+        for id in mine {
+            // Still under way: what it takes is given back when it reports.
+            if let Some(p) = io.prepared.get_mut(&id)
+                && p.result.is_none()
+            {
+                p.token = GIVEN_UP;
+                continue;
+            }
+            if let Some(Prepared {
+                result: Some(Ok(Acquired::Held(hold))),
+                ..
+            }) = io.prepared.remove(&id)
+            {
+                back.push((id, hold));
+            }
+        }
+        for (id, hold) in back {
+            self.give_back_on_lane(id, hold);
+        }
+    }
+
+    /// Queues the release of a lease its lane holds (and of its reservation).
+    fn give_back_on_lane(&mut self, id: LeaseId, hold: Option<Hold>) {
+        let host_key = self.settings.map(|st| st.key);
+        let Some(io) = &mut self.lanes else {
+            return;
+        };
+        let report = io.report.clone();
+        let job_id = id.clone();
+        let job: Job<LaneState> = Box::new(move |s: &mut LaneState| {
+            if let Err(e) = give_back(hold, host_key, s.leases.remove(&job_id)) {
+                tracing::warn!(event = "release-failed", key = job_id.key.as_str(), lockspace = %job_id.lockspace.display(), reason = &*bounded(&crate::exit::chain_std(&e)), "lock dropped, but: {}", crate::exit::chain_std(&e));
+            }
+            report(LaneDone(Done::Finished { id: job_id }));
+        });
+        io.submit(&id, job);
+    }
+
+    /// Waits up to `within` for the lanes to finish their work (the daemon is stopping);
+    /// returns how many lanes did not.
+    pub fn stop_lanes(&mut self, within: Duration) -> usize {
+        self.lanes.as_mut().map_or(0, |io| io.lanes.stop(within))
     }
 
     /// Whether reservations are on at all.
@@ -128,9 +448,20 @@ impl PrBackend {
         self.plans.insert(key, plan);
     }
 
-    /// Forgets the plans of the last acquire.
+    /// Forgets the plans of the last acquire, and which acquire ran.
     pub fn clear_plans(&mut self) {
         self.plans.clear();
+        if let Some(io) = &mut self.lanes {
+            io.running = 0;
+        }
+    }
+
+    /// Says that the table is about to run the acquire `token`: its prepared leases are
+    /// what the table's `acquire` gets for them (until [`clear_plans`](Self::clear_plans)).
+    pub fn running(&mut self, token: u64) {
+        if let Some(io) = &mut self.lanes {
+            io.running = token;
+        }
     }
 
     /// Checks every held reservation and repairs what drifted, by [`engine::maintain`]'s
@@ -189,53 +520,127 @@ impl PrBackend {
     pub fn lost(&self, key: &DiskKey) -> Option<&str> {
         self.lost.get(key).map(String::as_str)
     }
+}
 
-    fn reserve(
-        &mut self,
-        st: Settings,
-        key: &DiskKey,
-        mode: Mode,
-        plan: &Plan,
-    ) -> Result<Option<String>, LeaseError> {
-        let kind = match mode {
-            Mode::Exclusive => st.exclusive,
-            Mode::Shared => st.shared,
-        };
-        let fail = |reason: String| LeaseError::Reservation {
-            disk: plan.disk.clone(),
-            reason,
-        };
-        let paths = crate::pr::open_storage(&self.resolver, plan.devno).map_err(fail)?;
-        let outcome = crate::pr::take(&paths, st.key, kind, plan.preempt, &plan.disk);
-        match outcome {
-            Ok(()) => {
-                self.holds.insert(
-                    key.clone(),
-                    Hold {
-                        devno: plan.devno,
-                        disk: plan.disk.clone(),
-                        kind,
-                        paths,
-                        generation: None,
-                    },
-                );
-                Ok(None)
-            }
-            Err(e @ PrError::KeyInUse { .. }) => Ok(Some(e.to_string())),
-            Err(e @ (PrError::Busy { .. } | PrError::Registered { .. })) => Ok(Some(format!(
-                "the disk is {} at the storage{}",
-                e,
-                if plan.preempt {
-                    ""
-                } else {
-                    match e {
-                        PrError::Registered { .. } => " (acquire --preempt removes them)",
-                        _ => " (acquire --preempt takes it over)",
-                    }
-                }
-            ))),
-            Err(e) => Err(fail(crate::exit::chain_std(&e))),
+impl LaneIo {
+    /// Queues `job` on the lane of lease `id`. When no lane thread can be started, the job
+    /// runs here with a state of its own: it does its I/O inline (what the daemon did before
+    /// it had lanes), rather than fail.
+    fn submit(&mut self, id: &LeaseId, job: Job<LaneState>) {
+        *self.pending.entry(id.clone()).or_default() += 1;
+        if let Err(job) = self.lanes.submit(&id.lockspace, id.key.as_str(), job) {
+            tracing::warn!(event = "lane-failed", lockspace = %id.lockspace.display(), "cannot start a thread for lease I/O; doing it inline");
+            let mut s = LaneState {
+                leases: HashMap::new(),
+                resolver: (self.resolver)(),
+            };
+            job(&mut s);
         }
+    }
+}
+
+/// Takes the lease file and then, with `pr`, the disk's reservation; a reservation another
+/// host holds gives the lease file back and is Busy. The one lease-then-reserve rule, for
+/// the table's thread and for lanes alike.
+fn take(
+    resolver: &Resolver,
+    id: &LeaseId,
+    mode: Mode,
+    holder: &HolderRef<'_>,
+    pr: Option<(Settings, &Plan)>,
+) -> Result<Acquired<(lockspace::Lease, Option<Hold>)>, LeaseError> {
+    let mut files = FileBackend;
+    let file = match files.acquire(&id.lockspace, &id.key, mode, holder)? {
+        Acquired::Held(l) => l,
+        Acquired::Busy(b) => return Ok(Acquired::Busy(b)),
+    };
+    let Some((st, plan)) = pr else {
+        return Ok(Acquired::Held((file, None)));
+    };
+    match reserve(resolver, st, mode, plan) {
+        Ok(Ok(hold)) => Ok(Acquired::Held((file, Some(hold)))),
+        Ok(Err(busy)) => {
+            let lease = file.path().to_path_buf();
+            let _ = files.release(file);
+            Ok(Acquired::Busy(Busy {
+                lease,
+                holders: Vec::new(),
+                lock: None,
+                reservation: Some(busy),
+            }))
+        }
+        Err(e) => {
+            let _ = files.release(file);
+            Err(e)
+        }
+    }
+}
+
+/// Gives back a reservation and then the lease file (the reverse of [`take`]). The lease
+/// goes even when the reservation cannot be given back: keeping it would hold the disk for
+/// an owner that is gone; the registration left behind shows in `disklock pr check`.
+fn give_back(
+    hold: Option<Hold>,
+    host_key: Option<ReservationKey>,
+    file: Option<lockspace::Lease>,
+) -> Result<Option<Released>, LeaseError> {
+    let mut pr_error = None;
+    if let (Some(hold), Some(k)) = (hold, host_key)
+        && let Err(e) = engine::release(&hold.paths, k)
+    {
+        pr_error = Some(LeaseError::Reservation {
+            disk: hold.disk.clone(),
+            reason: crate::exit::chain_std(&e),
+        });
+    }
+    let released = match file {
+        Some(f) => FileBackend.release(f)?,
+        None => None,
+    };
+    match pr_error {
+        Some(e) => Err(e),
+        None => Ok(released),
+    }
+}
+
+/// Reserves a disk for this host: the hold, or why another host has it.
+fn reserve(
+    resolver: &Resolver,
+    st: Settings,
+    mode: Mode,
+    plan: &Plan,
+) -> Result<Result<Hold, String>, LeaseError> {
+    let kind = match mode {
+        Mode::Exclusive => st.exclusive,
+        Mode::Shared => st.shared,
+    };
+    let fail = |reason: String| LeaseError::Reservation {
+        disk: plan.disk.clone(),
+        reason,
+    };
+    let paths = crate::pr::open_storage(resolver, plan.devno).map_err(fail)?;
+    match crate::pr::take(&paths, st.key, kind, plan.preempt, &plan.disk) {
+        Ok(()) => Ok(Ok(Hold {
+            devno: plan.devno,
+            disk: plan.disk.clone(),
+            kind,
+            paths,
+            generation: None,
+        })),
+        Err(e @ PrError::KeyInUse { .. }) => Ok(Err(e.to_string())),
+        Err(e @ (PrError::Busy { .. } | PrError::Registered { .. })) => Ok(Err(format!(
+            "the disk is {} at the storage{}",
+            e,
+            if plan.preempt {
+                ""
+            } else {
+                match e {
+                    PrError::Registered { .. } => " (acquire --preempt removes them)",
+                    _ => " (acquire --preempt takes it over)",
+                }
+            }
+        ))),
+        Err(e) => Err(fail(crate::exit::chain_std(&e))),
     }
 }
 
@@ -298,9 +703,12 @@ fn refresh_paths(resolver: &Resolver, hold: &mut Hold, key: ReservationKey) -> O
 }
 
 impl PrLease {
-    /// The lease file lock.
-    pub fn file(&self) -> &lockspace::Lease {
-        &self.file
+    /// The lease file lock, when this thread holds it (always without lanes: `disklock run`).
+    pub fn file(&self) -> Option<&lockspace::Lease> {
+        match &self.file {
+            FileLock::Here(l) => Some(l),
+            FileLock::Lane(_) => None,
+        }
     }
 }
 
@@ -312,6 +720,85 @@ impl PrBackend {
             .as_ref()
             .and_then(|k| self.holds.get(k))
             .map(|h| h.devno)
+    }
+
+    /// A lease a lane took for the table's acquire of `id` right now, if one did: the shell
+    /// prepared every lease of this acquire that needed a lane.
+    fn take_prepared(
+        &mut self,
+        dir: &Path,
+        key: &DiskKey,
+        mode: Mode,
+    ) -> Option<Result<Acquired<PrLease>, LeaseError>> {
+        let io = self.lanes.as_mut()?;
+        if io.prepared.is_empty() {
+            return None;
+        }
+        let id = LeaseId {
+            lockspace: Arc::from(dir),
+            key: key.clone(),
+        };
+        // Another acquire's (cannot happen: the shell runs an acquire only when no lease of
+        // it is claimed by another) or still under way (the shell runs an acquire only once
+        // all are reported): not this one's to use.
+        if io
+            .prepared
+            .get(&id)
+            .is_none_or(|p| p.token != io.running || p.result.is_none())
+        {
+            return None;
+        }
+        let p = io.prepared.remove(&id)?;
+        let result = p.result?;
+        if p.mode != mode {
+            // Cannot happen (the shell prepares the mode the table asks for): never hand out
+            // a lock of the other mode.
+            if let Ok(Acquired::Held(hold)) = result {
+                self.give_back_on_lane(id.clone(), hold);
+            }
+            return Some(Err(LeaseError::Reservation {
+                disk: id.path().display().to_string(),
+                reason: "internal error: prepared in another mode".into(),
+            }));
+        }
+        Some(result.map(|a| match a {
+            Acquired::Held(hold) => {
+                let reserved = hold.map(|h| {
+                    self.holds.insert(key.clone(), h);
+                    key.clone()
+                });
+                Acquired::Held(PrLease {
+                    file: FileLock::Lane(id),
+                    reserved,
+                })
+            }
+            Acquired::Busy(b) => Acquired::Busy(b),
+        }))
+    }
+
+    /// Queues a holder record write on the lane that holds the lease.
+    fn write_on_lane(&mut self, id: &LeaseId, holder: &HolderRef<'_>, pending: bool) {
+        let Some(io) = &mut self.lanes else {
+            return;
+        };
+        let holder = holder.to_holder();
+        let report = io.report.clone();
+        let job_id = id.clone();
+        let job: Job<LaneState> = Box::new(move |s: &mut LaneState| {
+            if let Some(l) = s.leases.get_mut(&job_id) {
+                let h = holder.borrowed();
+                let written = if pending {
+                    l.write_pending(&h)
+                } else {
+                    l.write_holder(&h)
+                };
+                if let Err(e) = written {
+                    tracing::warn!(event = "holder-not-updated", key = job_id.key.as_str(), lockspace = %job_id.lockspace.display(), reason = &*bounded(&crate::exit::chain_std(&e)), "cannot write a holder record");
+                }
+            }
+            report(LaneDone(Done::Finished { id: job_id }));
+        });
+        io.submit(id, job);
     }
 }
 
@@ -325,70 +812,70 @@ impl Backend for PrBackend {
         mode: Mode,
         holder: &HolderRef<'_>,
     ) -> Result<Acquired<PrLease>, LeaseError> {
-        let file = match self.files.acquire(dir, key, mode, holder)? {
-            Acquired::Held(l) => l,
-            Acquired::Busy(b) => return Ok(Acquired::Busy(b)),
-        };
-        let (Some(st), Some(plan)) = (self.settings, self.plans.get(key).cloned()) else {
-            return Ok(Acquired::Held(PrLease {
-                file,
-                reserved: None,
-            }));
-        };
-        match self.reserve(st, key, mode, &plan) {
-            Ok(None) => Ok(Acquired::Held(PrLease {
-                file,
-                reserved: Some(key.clone()),
-            })),
-            Ok(Some(busy)) => {
-                let lease = file.path().to_path_buf();
-                let _ = self.files.release(file);
-                Ok(Acquired::Busy(Busy {
-                    lease,
-                    holders: Vec::new(),
-                    lock: None,
-                    reservation: Some(busy),
-                }))
-            }
-            Err(e) => {
-                let _ = self.files.release(file);
-                Err(e)
-            }
+        if let Some(prepared) = self.take_prepared(dir, key, mode) {
+            return prepared;
         }
+        let id = LeaseId {
+            lockspace: Arc::from(dir),
+            key: key.clone(),
+        };
+        let pr = self.settings.zip(self.plans.get(key));
+        let taken = take(&self.resolver, &id, mode, holder, pr)?;
+        Ok(match taken {
+            Acquired::Held((file, hold)) => {
+                let reserved = hold.map(|h| {
+                    self.holds.insert(key.clone(), h);
+                    key.clone()
+                });
+                Acquired::Held(PrLease {
+                    file: FileLock::Here(file),
+                    reserved,
+                })
+            }
+            Acquired::Busy(b) => Acquired::Busy(b),
+        })
     }
 
     fn update(&mut self, lease: &mut PrLease, holder: &HolderRef<'_>) -> Result<(), LeaseError> {
-        self.files.update(&mut lease.file, holder)
+        match &mut lease.file {
+            FileLock::Here(f) => self.files.update(f, holder),
+            FileLock::Lane(id) => {
+                let id = id.clone();
+                self.write_on_lane(&id, holder, false);
+                Ok(())
+            }
+        }
     }
     fn settle(&mut self, lease: &mut PrLease, holder: &HolderRef<'_>) -> Result<(), LeaseError> {
-        self.files.settle(&mut lease.file, holder)
+        match &mut lease.file {
+            FileLock::Here(f) => self.files.settle(f, holder),
+            FileLock::Lane(id) => {
+                let id = id.clone();
+                self.write_on_lane(&id, holder, true);
+                Ok(())
+            }
+        }
     }
 
     fn lost(&self, lease: &PrLease) -> Option<&str> {
         lease.reserved.as_ref().and_then(|k| self.lost(k))
     }
 
-    fn release(&mut self, lease: PrLease) -> Result<Released, LeaseError> {
-        let mut pr_error = None;
+    fn release(&mut self, lease: PrLease) -> Result<Option<Released>, LeaseError> {
         if let Some(key) = &lease.reserved {
             // A lost disk is another host's now: nothing of ours to give back there.
             self.lost.remove(key);
         }
-        if let (Some(key), Some(st)) = (&lease.reserved, self.settings)
-            && let Some(hold) = self.holds.remove(key)
-            && let Err(e) = engine::release(&hold.paths, st.key)
-        {
-            // The lease goes anyway: keeping it would hold the disk for an owner that is
-            // gone. The registration left behind shows in `disklock pr check`.
-            pr_error = Some(LeaseError::Reservation {
-                disk: hold.disk.clone(),
-                reason: crate::exit::chain_std(&e),
-            });
-        }
-        let released = self.files.release(lease.file)?;
-        match pr_error {
-            Some(e) => Err(e),
-            None => Ok(released),
+        let hold = lease.reserved.as_ref().and_then(|k| self.holds.remove(k));
+        match lease.file {
+            FileLock::Here(f) => {
+                let released = give_back(hold, self.settings.map(|st| st.key), Some(f))?;
+                Ok(released)
+            }
+            FileLock::Lane(id) => {
+                self.give_back_on_lane(id, hold);
+                Ok(None)
+            }
         }
     }
 }

@@ -9,10 +9,16 @@
 //!   per owner: it waits for the owner's pidfd to become readable (the process exited) — or,
 //!   on kernels without pidfd, polls the process start time — and tells the table task.
 //!
-//! Lease I/O (open, fcntl, write, unlink) is blocking and runs inline in the table task. On
-//! a stalled NFS server that stalls the whole daemon, which costs nothing extra: every
-//! request waits for the single table owner anyway. In exchange a request never crosses a
-//! thread, which halves its latency (measured with `cargo bench --bench lease`).
+//! Lease I/O (open, fcntl, write, unlink) is blocking. For a lockspace on a local file
+//! system it runs inline in the table task: a request then never crosses a thread, which
+//! halves its latency (`cargo bench --bench lease`). A lockspace that may hang — any other
+//! file system (NFS, CIFS, cluster and FUSE file systems), every lockspace's first lease
+//! (which finds out), or every lockspace with `lease_io_threads = "all"` — has its lease I/O
+//! done on lanes ([`super::lanes`]): an acquire that needs such a lease parks until the lanes
+//! report, while the table task serves everything else; a release of one is queued on its
+//! lane and answered at once. An acquire runs through the table only once no lane work is
+//! left for it, so the one acquire rule is applied by the table alone, in one step, with
+//! the leases the lanes took in hand ([`Shell::run_acquire`]).
 //!
 //! Messages are bounded ([`MAX_MESSAGE`]); a client that disconnects mid-message leaves
 //! nothing behind. No lease is left held for a caller that saw its acquire fail: an
@@ -38,7 +44,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::access;
 use super::plan;
-use super::pr_layer::{self, Plan, PrBackend};
+use super::pr_layer::{self, LaneDone, LaneSetup, Plan, PrBackend, Reported};
 use super::protocol::{
     self, AcquireParams, Failure, Framer, Info, LeasesReply, MAX_DISKS, MAX_MESSAGE, Rejected,
     Request, VersionReply,
@@ -63,6 +69,10 @@ pub const MAX_CLIENTS: usize = 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an owner is polled when the kernel has no pidfd.
 pub const POLL_OWNER: Duration = Duration::from_millis(200);
+/// How often acquires waiting for a lane are checked for callers that hung up.
+pub const SWEEP: Duration = Duration::from_secs(1);
+/// How long a stopping daemon waits for its lanes to give back the leases they hold.
+pub const LANES_STOP: Duration = Duration::from_secs(5);
 /// Owners that hold nothing any more whose watch is kept for a while, so that an owner
 /// that acquires again (a script in a loop, a VM that hot-plugs disks) reuses its pidfd
 /// instead of opening a new one.
@@ -105,6 +115,8 @@ enum Cmd {
     },
     /// Time to check the reservations held (every `pr_check_interval`).
     CheckReservations,
+    /// Time to look for acquires waiting for a lane whose callers hung up ([`SWEEP`]).
+    Sweep,
 }
 
 /// The table task's answer to a request.
@@ -152,6 +164,21 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
     let interval = settings.config.pr_check_interval;
     let table = tokio::spawn(table_task(settings, pr, rx, tx.clone()));
     tokio::spawn(super::idle::log_writer());
+    {
+        // Acquires that wait for a lane are looked at once a second: one whose caller hung
+        // up is given up, so that its connection closes.
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if tx.send(Cmd::Sweep).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     if pr.is_some() && interval > 0 {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -771,6 +798,43 @@ struct Shell {
     /// Owner processes checked by the current request, until their watch starts.
     pending: HashMap<String, ProcHandle>,
     tx: mpsc::Sender<Cmd>,
+    /// Acquires waiting for lanes to take their leases, by token.
+    parked: HashMap<u64, Acquire>,
+    /// Acquires waiting for leases other acquires have claimed ([`PrBackend::claimed_by`]).
+    waiting: Vec<Acquire>,
+    /// Tokens given out so far.
+    tokens: u64,
+    /// A claimed lease was freed since the waiting acquires last ran.
+    freed: bool,
+}
+
+/// An acquire, checked and resolved, from its request until the table has run it.
+struct Acquire {
+    /// Names its claims on leases and what lanes take for it.
+    token: u64,
+    peer: Peer,
+    caller: Option<Arc<UnixStream>>,
+    reply: oneshot::Sender<Answer>,
+    /// When it was asked (the leases' `since`).
+    now: u64,
+    plan: Planned,
+    /// Leases lanes are taking for it, not reported yet.
+    outstanding: usize,
+}
+
+/// An acquire's request, checked and resolved.
+struct Planned {
+    /// One target per lease (the table's own dedup: the mode a lane takes is the one the
+    /// table asks for).
+    targets: Vec<Target>,
+    /// The read-only disks that get no lease.
+    skipped: Vec<String>,
+    owner: Owner,
+    owner_uid: u32,
+    /// How the disks that get a reservation get it.
+    plans: Vec<(disklock_naming::DiskKey, Plan)>,
+    /// The owner process as checked, until its watch starts.
+    handle: Option<ProcHandle>,
 }
 
 async fn table_task(
@@ -786,54 +850,123 @@ async fn table_task(
     };
     let resolver =
         disklock_naming::Resolver::new(settings.resolver.root().clone(), settings.resolver.order());
+    // Lanes report on a channel of their own, without bound: a lane never waits for the
+    // table task (which may be waiting for the lanes, when the daemon stops).
+    let (lane_tx, mut lane_rx) = mpsc::unbounded_channel::<LaneDone>();
+    let (root, order) = (
+        settings.resolver.root().clone(),
+        settings.resolver.order().to_vec(),
+    );
+    let setup = LaneSetup {
+        all: settings.lease_io_all,
+        resolver: Arc::new(move || disklock_naming::Resolver::new(root.clone(), &order)),
+        report: Arc::new(move |d| {
+            let _ = lane_tx.send(d);
+        }),
+    };
     let mut shell = Shell {
-        table: Table::new(PrBackend::new(pr, resolver), identity),
+        table: Table::new(PrBackend::with_lanes(pr, resolver, setup), identity),
         settings,
         watches: HashMap::new(),
         idle: HashMap::new(),
         pending: HashMap::new(),
         tx,
+        parked: HashMap::new(),
+        waiting: Vec::new(),
+        tokens: 0,
+        freed: false,
     };
-    while let Some(cmd) = rx.recv().await {
+    loop {
+        let cmd = tokio::select! {
+            biased;
+            Some(done) = lane_rx.recv() => {
+                shell.lane_done(done);
+                shell.after().await;
+                continue;
+            }
+            cmd = rx.recv() => cmd,
+        };
+        let Some(cmd) = cmd else { break };
         match cmd {
             Cmd::Request {
-                req,
+                req: Request::Acquire(p),
                 peer,
                 caller,
                 reply,
+            } => shell.start_acquire(p, peer, caller, reply),
+            Cmd::Request {
+                req,
+                peer,
+                caller: _,
+                reply,
             } => {
-                let answer = shell.request(req, peer, caller.as_deref());
-                if let Err(Answer::Reply { undo: Some(u), .. }) = reply.send(answer) {
-                    // The connection task is gone: the reply cannot be delivered.
-                    shell.undelivered(u);
-                }
-                // Let the connection task write the reply, then write the new leases' holder
-                // records, start owner watches and log the events. Commands wait in the
-                // channel meanwhile.
-                YieldToQueued::default().await;
-                shell.table.settle();
-                shell.effects();
+                let answer = shell.request(req, peer);
+                let _ = reply.send(answer);
             }
             Cmd::Undelivered(u) => shell.undelivered(u),
             Cmd::OwnerDied { uuid, pid } => shell.owner_died(&uuid, pid),
             Cmd::CheckReservations => shell.check_reservations(),
+            Cmd::Sweep => shell.sweep(),
             Cmd::Shutdown { done } => {
-                tracing::info!(
-                    event = "stop",
-                    leases = shell.table.len(),
-                    "releasing {} leases",
-                    shell.table.len()
-                );
-                shell.table.shutdown();
-                shell.effects();
+                shell.stop();
                 let _ = done.send(());
                 return;
             }
         }
+        shell.after().await;
     }
     // Every sender is gone: nobody can ask for anything any more.
-    shell.table.shutdown();
-    shell.effects();
+    shell.stop();
+}
+
+impl Shell {
+    /// What follows every command: acquires that waited for a lease another acquire had
+    /// claimed run on; then, once the connection tasks have written the replies, the new
+    /// leases' holder records are written, owner watches started and events logged.
+    /// Commands wait in the channel meanwhile.
+    async fn after(&mut self) {
+        while std::mem::take(&mut self.freed) {
+            for a in std::mem::take(&mut self.waiting) {
+                self.run_acquire(a);
+            }
+        }
+        YieldToQueued::default().await;
+        self.table.settle();
+        self.effects();
+    }
+
+    /// The daemon stops: gives up the acquires still waiting, releases every lease, and
+    /// waits a moment for the lanes to give theirs back.
+    fn stop(&mut self) {
+        tracing::info!(
+            event = "stop",
+            leases = self.table.len(),
+            "releasing {} leases",
+            self.table.len()
+        );
+        let given_up: Vec<Acquire> = self
+            .parked
+            .drain()
+            .map(|(_, a)| a)
+            .chain(self.waiting.drain(..))
+            .collect();
+        for a in given_up {
+            // Its reply sender drops: the caller is told the daemon is stopping.
+            self.table.backend_mut().discard(a.token);
+        }
+        self.table.shutdown();
+        self.effects();
+        let stuck = self.table.backend_mut().stop_lanes(LANES_STOP);
+        if stuck > 0 {
+            tracing::warn!(
+                event = "lanes-stuck",
+                lanes = stuck,
+                "{stuck} lease I/O threads did not finish within {} s (a lockspace's file \
+                 system hangs); their locks go when the process exits",
+                LANES_STOP.as_secs()
+            );
+        }
+    }
 }
 
 fn now() -> u64 {
@@ -899,34 +1032,12 @@ impl Shell {
         self.effects();
     }
 
-    /// Serves a request; `caller` is the connection of an acquire that wants its reply.
-    fn request(&mut self, req: Request, peer: Peer, caller: Option<&UnixStream>) -> Answer {
+    /// Serves a request other than an acquire ([`Shell::start_acquire`]).
+    fn request(&mut self, req: Request, peer: Peer) -> Answer {
         let result = match req {
-            Request::Acquire(p) => {
-                // Taking leases (or another host's reservation) for a caller that has given
-                // up would leave them held for someone who saw a failure.
-                if caller.is_some_and(hung_up) {
-                    tracing::info!(
-                        event = "abandoned",
-                        uid = peer.uid,
-                        owner = &*bounded(&p.owner.name),
-                        disks = p.disks.len(),
-                        "not acquiring: the caller hung up before it was served"
-                    );
-                    return Answer::CallerGone;
-                }
-                let result = self.acquire(p, peer).map(|(ids, skipped)| {
-                    protocol::encode_ok(&LeasesReply {
-                        leases: self.table.listing(Some(&ids), peer.viewer()),
-                        skipped: Some(&skipped),
-                    })
-                });
-                let undo = self.table.take_undo();
-                return Answer::Reply {
-                    bytes: result.unwrap_or_else(|f| protocol::encode_failure(&f)),
-                    undo,
-                };
-            }
+            Request::Acquire(_) => Err(Failure::MethodNotFound {
+                method: "(internal)".into(),
+            }),
             Request::Release(p) => {
                 let targets: Vec<(String, LeaseId)> = p
                     .disks
@@ -994,12 +1105,222 @@ impl Shell {
         }
     }
 
-    /// Takes the disks; returns the leases taken and the read-only disks skipped.
-    fn acquire(
+    /// Serves an acquire: checks and resolves it, then runs it ([`Shell::run_acquire`]).
+    fn start_acquire(
         &mut self,
         p: AcquireParams,
         peer: Peer,
-    ) -> Result<(Vec<Arc<LeaseId>>, Vec<String>), Failure> {
+        caller: Option<Arc<UnixStream>>,
+        reply: oneshot::Sender<Answer>,
+    ) {
+        // Taking leases (or another host's reservation) for a caller that has given up
+        // would leave them held for someone who saw a failure.
+        if caller.as_deref().is_some_and(hung_up) {
+            tracing::info!(
+                event = "abandoned",
+                uid = peer.uid,
+                owner = &*bounded(&p.owner.name),
+                disks = p.disks.len(),
+                "not acquiring: the caller hung up before it was served"
+            );
+            let _ = reply.send(Answer::CallerGone);
+            return;
+        }
+        match self.plan_acquire(p, peer) {
+            Ok(plan) => {
+                self.tokens += 1;
+                let a = Acquire {
+                    token: self.tokens,
+                    peer,
+                    caller,
+                    reply,
+                    now: now(),
+                    plan,
+                    outstanding: 0,
+                };
+                self.run_acquire(a);
+            }
+            Err(f) => {
+                let _ = reply.send(Answer::Reply {
+                    bytes: protocol::encode_failure(&f),
+                    undo: None,
+                });
+            }
+        }
+    }
+
+    /// Runs an acquire as far as it goes. Leases of lockspaces that may hang are first taken
+    /// on lanes, all at once, and the acquire parks until they report; a lease another
+    /// acquire claimed makes it wait, holding nothing, until that one is done. Then the
+    /// table runs it with no I/O left for those leases: the one acquire rule decides, and
+    /// what the lanes took and the table did not use is given back.
+    fn run_acquire(&mut self, mut a: Acquire) {
+        if a.outstanding > 0 {
+            self.parked.insert(a.token, a);
+            return;
+        }
+        let backend = self.table.backend();
+        let claimed = backend.claims() > 0
+            && a.plan.targets.iter().any(|t| {
+                backend
+                    .claimed_by(&lease_id(t))
+                    .is_some_and(|c| c != a.token)
+            });
+        if claimed {
+            tracing::info!(
+                event = "acquire-waits",
+                owner = &*bounded(&a.plan.owner.name),
+                "waiting for another acquire of the same lease"
+            );
+            let before = self.table.backend().claims();
+            self.table.backend_mut().discard(a.token);
+            self.freed |= self.table.backend().claims() < before;
+            self.waiting.push(a);
+            return;
+        }
+        for t in &a.plan.targets {
+            let backend = self.table.backend();
+            if !backend.needs_lane(&t.lockspace, &t.key) || self.table.holds(&t.lockspace, &t.key) {
+                continue;
+            }
+            let id = lease_id(t);
+            if backend.is_prepared(&id, a.token) {
+                continue;
+            }
+            let holder = self.table.record_for(t, &a.plan.owner, a.now);
+            let plan = a
+                .plan
+                .plans
+                .iter()
+                .find(|(k, _)| *k == t.key)
+                .map(|(_, p)| p.clone());
+            self.table
+                .backend_mut()
+                .prepare(a.token, id, t.mode, holder, plan);
+            a.outstanding += 1;
+        }
+        if a.outstanding > 0 {
+            self.parked.insert(a.token, a);
+            return;
+        }
+        // Through the table.
+        let Acquire {
+            token,
+            peer,
+            reply,
+            now,
+            plan:
+                Planned {
+                    targets,
+                    skipped,
+                    owner,
+                    owner_uid,
+                    plans,
+                    handle,
+                },
+            ..
+        } = a;
+        if let Some(h) = handle {
+            self.pending.insert(owner.uuid.clone(), h);
+        }
+        for (k, p) in plans {
+            self.table.backend_mut().plan(k, p);
+        }
+        self.table.backend_mut().running(token);
+        let result = self.table.acquire(
+            AcquireRequest {
+                targets,
+                owner,
+                owner_uid,
+                client_uid: peer.uid,
+            },
+            now,
+        );
+        self.table.backend_mut().clear_plans();
+        self.table.backend_mut().discard(token);
+        self.freed = true;
+        let bytes = match result {
+            Ok(ids) => protocol::encode_ok(&LeasesReply {
+                leases: self.table.listing(Some(&ids), peer.viewer()),
+                skipped: Some(&skipped),
+            }),
+            Err(r) => protocol::encode_failure(&failure(r)),
+        };
+        let undo = self.table.take_undo();
+        if let Err(Answer::Reply { undo: Some(u), .. }) = reply.send(Answer::Reply { bytes, undo })
+        {
+            // The connection task is gone: the reply cannot be delivered.
+            self.undelivered(u);
+        }
+    }
+
+    /// Takes a lane's report; an acquire whose leases are all reported runs on.
+    fn lane_done(&mut self, done: LaneDone) {
+        match self.table.backend_mut().lane_done(done) {
+            Reported::Taken(token) => {
+                let Some(a) = self.parked.get_mut(&token) else {
+                    return;
+                };
+                a.outstanding -= 1;
+                if a.outstanding == 0
+                    && let Some(a) = self.parked.remove(&token)
+                {
+                    self.give_up_or_run(a);
+                }
+            }
+            Reported::Freed => self.freed = true,
+            Reported::Nothing => {}
+        }
+    }
+
+    /// Runs a parked acquire on, unless its caller hung up meanwhile.
+    fn give_up_or_run(&mut self, a: Acquire) {
+        if a.caller.as_deref().is_some_and(hung_up) {
+            self.give_up(a);
+        } else {
+            self.run_acquire(a);
+        }
+    }
+
+    /// Gives up an acquire whose caller hung up while it waited: what lanes took for it is
+    /// given back (or will be, when they report).
+    fn give_up(&mut self, a: Acquire) {
+        tracing::info!(
+            event = "abandoned",
+            uid = a.peer.uid,
+            owner = &*bounded(&a.plan.owner.name),
+            disks = a.plan.targets.len(),
+            "not acquiring: the caller hung up while the leases were being taken"
+        );
+        self.table.backend_mut().discard(a.token);
+        self.freed = true;
+        let _ = a.reply.send(Answer::CallerGone);
+    }
+
+    /// Gives up the waiting acquires whose callers hung up.
+    fn sweep(&mut self) {
+        let gone: Vec<u64> = self
+            .parked
+            .iter()
+            .filter(|(_, a)| a.caller.as_deref().is_some_and(hung_up))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in gone {
+            if let Some(a) = self.parked.remove(&t) {
+                self.give_up(a);
+            }
+        }
+        let (gone, stay): (Vec<Acquire>, Vec<Acquire>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|a| a.caller.as_deref().is_some_and(hung_up));
+        self.waiting = stay;
+        for a in gone {
+            self.give_up(a);
+        }
+    }
+
+    /// Checks and resolves an acquire.
+    fn plan_acquire(&mut self, p: AcquireParams, peer: Peer) -> Result<Planned, Failure> {
         let AcquireParams {
             disks,
             owner,
@@ -1025,6 +1346,7 @@ impl Shell {
         // An owner already registered (same uuid and pid) is watched already. One that held
         // leases before and is still watched (idle) only needs its uid read again. Else
         // check the process now and keep the handle that names it until its watch starts.
+        let mut handle = None;
         let owner_uid = match self.table.owner_uid(&owner) {
             Some(uid) => uid,
             None => match self.idle.get(&owner.uuid) {
@@ -1033,14 +1355,15 @@ impl Shell {
                     None => proc_uid(owner.pid)?,
                 },
                 _ => {
-                    let (uid, handle) = owner_process(owner.pid)?;
-                    self.pending.insert(owner.uuid.clone(), handle);
+                    let (uid, h) = owner_process(owner.pid)?;
+                    handle = Some(h);
                     uid
                 }
             },
         };
         let mut targets = Vec::with_capacity(disks.len());
         let mut skipped = Vec::new();
+        let mut plans = Vec::new();
         // A client that is not root names only disks it could open itself.
         let creds = (peer.uid != 0).then(|| access::Creds::of_peer(peer.uid, peer.gid, peer.pid));
         for d in &disks {
@@ -1058,25 +1381,21 @@ impl Shell {
             match resolved {
                 Ok((t, r)) => {
                     if let Some(plan) = self.pr_plan(&t, &r, pr, preempt, peer)? {
-                        self.table.backend_mut().plan(t.key.clone(), plan);
+                        plans.push((t.key.clone(), plan));
                     }
                     targets.push(t);
                 }
                 Err(f) => return Err(self.refuse_disk(&d.path, &owner, f)),
             }
         }
-        let result = self.table.acquire(
-            AcquireRequest {
-                targets,
-                owner,
-                owner_uid,
-                client_uid: peer.uid,
-            },
-            now(),
-        );
-        self.table.backend_mut().clear_plans();
-        let leases = result.map_err(failure)?;
-        Ok((leases, skipped))
+        Ok(Planned {
+            targets: super::table::dedup(targets),
+            skipped,
+            owner,
+            owner_uid,
+            plans,
+            handle,
+        })
     }
 
     /// Whether a client that is not root (`creds`) may name this disk: it could open what it
@@ -1114,7 +1433,6 @@ impl Shell {
 
     /// Logs the refusal of an acquire for one of its disks; the refusal.
     fn refuse_disk(&mut self, disk: &str, owner: &crate::lockspace::Owner, f: Failure) -> Failure {
-        self.table.backend_mut().clear_plans();
         let reason = match &f {
             Failure::UnknownDisk { reason, .. } => reason.clone(),
             f => f.to_string(),
@@ -1204,6 +1522,14 @@ impl Shell {
         if let Some(old) = self.idle.insert(uuid, w) {
             old.task.abort();
         }
+    }
+}
+
+/// The lease a target names.
+fn lease_id(t: &Target) -> LeaseId {
+    LeaseId {
+        lockspace: Arc::from(t.lockspace.as_path()),
+        key: t.key.clone(),
     }
 }
 
@@ -1398,8 +1724,9 @@ fn log_event(e: &Event) {
         } => {
             let file_text: std::borrow::Cow<'static, str> = match file {
                 None => "kept for other owners".into(),
-                Some(Ok(Released::Unlinked)) => "lock dropped, file removed".into(),
-                Some(Ok(Released::Kept)) => "lock dropped, file kept".into(),
+                Some(Ok(Some(Released::Unlinked))) => "lock dropped, file removed".into(),
+                Some(Ok(Some(Released::Kept))) => "lock dropped, file kept".into(),
+                Some(Ok(None)) => "lock given to its lockspace's I/O thread to drop".into(),
                 Some(Err(e)) => format!("lock dropped, file not removed: {e}").into(),
             };
             tracing::info!(

@@ -55,8 +55,10 @@ pub trait Backend {
     ) -> Result<(), LeaseError> {
         Ok(())
     }
-    /// Gives a lease back (the lock is gone afterwards even on error).
-    fn release(&mut self, lease: Self::Lease) -> Result<Released, LeaseError>;
+    /// Gives a lease back (the lock is gone afterwards even on error). `Ok(None)`: handed on
+    /// to be given back a moment later, off this thread (a lane of the daemon), which
+    /// reports how it went.
+    fn release(&mut self, lease: Self::Lease) -> Result<Option<Released>, LeaseError>;
     /// Why a held lease's disk was lost at the storage (another host took its reservation),
     /// for `status`.
     fn lost(&self, _lease: &Self::Lease) -> Option<&str> {
@@ -94,9 +96,9 @@ impl Backend for FileBackend {
     ) -> Result<(), LeaseError> {
         lease.write_pending(holder)
     }
-    fn release(&mut self, lease: lockspace::Lease) -> Result<Released, LeaseError> {
+    fn release(&mut self, lease: lockspace::Lease) -> Result<Option<Released>, LeaseError> {
         // A removed file's fd closes once the daemon is idle.
-        lease.release_with(super::idle::close)
+        lease.release_with(super::idle::close).map(Some)
     }
 }
 
@@ -341,8 +343,9 @@ pub enum Event {
         owner: Arc<Owner>,
         /// Why.
         cause: Cause,
-        /// What happened to the lock: `None` while other local owners keep it.
-        file: Option<Result<Released, String>>,
+        /// What happened to the lock: `None` while other local owners keep it; `Ok(None)`
+        /// when it is given back off this thread (see [`Backend::release`]).
+        file: Option<Result<Option<Released>, String>>,
     },
     /// A holder record could not be rewritten (the lock itself is unaffected).
     HolderNotUpdated {
@@ -771,6 +774,34 @@ impl<B: Backend> Table<B> {
             }
             None => {}
         }
+    }
+
+    /// Whether the lease `key` in lockspace `dir` is held.
+    pub fn holds(&self, dir: &Path, key: &DiskKey) -> bool {
+        let Some(lockspace) = self
+            .lockspaces
+            .iter()
+            .find(|d| d.as_os_str() == dir.as_os_str())
+        else {
+            return false;
+        };
+        self.leases.contains_key(&LeaseId {
+            lockspace: lockspace.clone(),
+            key: key.clone(),
+        })
+    }
+
+    /// The holder record a new lease of `t` taken for `owner` at `now` gets (for a lease
+    /// taken before the table runs the acquire: the daemon's lanes).
+    pub fn record_for(&self, t: &Target, owner: &Owner, now: u64) -> Holder {
+        self.identity
+            .record(
+                t.mode,
+                now,
+                &t.disk,
+                OwnersRef::Plain(std::slice::from_ref(owner)),
+            )
+            .to_holder()
     }
 
     /// A held lease first taken under this disk name (the first in lease order).
@@ -1246,7 +1277,7 @@ impl<B: Backend> Table<B> {
 }
 
 /// One target per lease, in request order; exclusive wins when a request names a lease twice.
-fn dedup(targets: Vec<Target>) -> Vec<Target> {
+pub fn dedup(targets: Vec<Target>) -> Vec<Target> {
     let mut first: HashMap<(&Path, &DiskKey), usize> = HashMap::with_capacity(targets.len());
     // For each kept target: its index in `targets` and the mode it ends up with.
     let mut keep: Vec<(usize, Mode)> = Vec::with_capacity(targets.len());
@@ -1374,12 +1405,12 @@ mod tests {
             self.settled.push(lease.0.clone());
             Ok(())
         }
-        fn release(&mut self, lease: FakeLease) -> Result<Released, LeaseError> {
+        fn release(&mut self, lease: FakeLease) -> Result<Option<Released>, LeaseError> {
             assert!(
                 self.ours.remove(&lease.0).is_some(),
                 "release of a lease not held"
             );
-            Ok(Released::Unlinked)
+            Ok(Some(Released::Unlinked))
         }
     }
 

@@ -26,13 +26,20 @@ impl Env {
         Env::with_conf("")
     }
 
+    /// A world whose configuration has `extra` lines. With `DISKLOCK_TEST_LEASE_IO=all` in
+    /// the environment (the CI phase `test-lanes`) every lockspace's lease I/O runs on the
+    /// daemon's lanes, so that the same tests cover that path too.
     pub fn with_conf(extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let ls = dir.path().join("ls");
+        let lanes = match std::env::var("DISKLOCK_TEST_LEASE_IO") {
+            Ok(v) => format!("lease_io_threads = \"{v}\"\n"),
+            Err(_) => String::new(),
+        };
         std::fs::write(
             dir.path().join("disklock.conf"),
             format!(
-                "file_lockspace_dir = \"{0}/files\"\nlvm_lockspace_dir = \"{0}/lvm\"\nscsi_lockspace_dir = \"{0}/scsi\"\nlockd_conf = \"\"\n{extra}",
+                "file_lockspace_dir = \"{0}/files\"\nlvm_lockspace_dir = \"{0}/lvm\"\nscsi_lockspace_dir = \"{0}/scsi\"\nlockd_conf = \"\"\n{lanes}{extra}",
                 ls.display()
             ),
         )
