@@ -330,6 +330,14 @@ fn main() {
         c2.call_raw(&acquire);
         c2.call_raw(&release);
     };
+    // Where the time goes: two calls the connection task answers alone (socket, runtime,
+    // decoding and encoding; no table, no lease file).
+    let version = encode("Version", &json!({}));
+    let mut versions = Conn::new(UnixStream::connect(dir.join("d.sock")).unwrap());
+    let mut two_versions = || {
+        versions.call_raw(&version);
+        versions.call_raw(&version);
+    };
     // Warm-up, then alternating rounds: floor (file cycle, round trip), then the daemon.
     let rounds = env_usize("LEASE_BENCH_ROUNDS", 10).max(1);
     let per = (n / rounds).max(50);
@@ -338,9 +346,11 @@ fn main() {
         round_trip();
         pair();
         pair_lanes();
+        two_versions();
     }
     let (mut file, mut rt, mut cycle) = (Series::default(), Series::default(), Series::default());
     let mut laned = Series::default();
+    let mut bare = Series::default();
     // Against the target's floor: a lease-file cycle and both round trips a pair makes
     // (acquire, then release); and, for comparison, a floor of one round trip.
     let (mut ratios2, mut ratios) = (Vec::new(), Vec::new());
@@ -350,6 +360,7 @@ fn main() {
         let r = rt.segment(per, &mut round_trip);
         let d = cycle.segment(per, &mut pair);
         let l = laned.segment(per, &mut pair_lanes);
+        bare.segment(per, &mut two_versions);
         ratios.push(us(d) / us(f + r));
         ratios2.push(us(d) / us(f + r * 2));
         lane_costs.push(us(l) / us(d));
@@ -430,6 +441,10 @@ fn main() {
         us(cycle.p(0.5)),
         us(cycle.p(0.99)),
         cycle.per_sec()
+    );
+    println!(
+        "  where it goes: two Version calls (socket, runtime, Varlink; no table, no lease file) p50 {:7.1} us",
+        us(bare.p(0.5))
     );
     println!(
         "  daemon p50 / (cycle + 2 round trips): {ratio2:.2}x, median of {rounds} rounds ({lo2:.2}x to {hi2:.2}x); all rounds together {:.2}x (target <= 2.5x)",

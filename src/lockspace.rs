@@ -661,11 +661,21 @@ impl Space {
         })
     }
 
-    /// Whether the directory is still the one at its path, reached without a symbolic link:
-    /// `Ok(false)` when it was removed or another directory took its place (open it again),
-    /// [`LeaseError::DirSymlink`] when a link did. Every acquire asks, so that all
-    /// processes sharing the lockspace keep meeting in the same directory.
+    /// Whether the directory is still the one at its path: `Ok(false)` when it was removed or
+    /// another directory took its place (open it again), [`LeaseError::DirSymlink`] when a
+    /// symbolic link leads elsewhere. Every acquire asks, so that all processes sharing the
+    /// lockspace keep meeting in the same directory.
     fn current(&self) -> Result<bool, LeaseError> {
+        // The common case in one syscall: the path (its last component not followed) is
+        // still the directory we hold open. Then everyone who resolves the path meets us
+        // in it, whatever led there. Anything else is looked at the slow way below, which
+        // tells a symbolic link from a replaced or removed directory.
+        if let Ok(st) = nix::sys::stat::lstat(&self.dir)
+            && (st.st_dev, st.st_ino) == self.id
+            && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+        {
+            return Ok(true);
+        }
         use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
         let how = OpenHow::new()
             .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
@@ -1006,7 +1016,7 @@ fn trusted_file(meta: &std::fs::Metadata, file: &File, path: &Path) -> Result<()
             links: meta.nlink(),
         });
     }
-    let euid = nix::unistd::geteuid().as_raw();
+    let euid = euid();
     let nfs = || {
         nix::sys::statfs::fstatfs(file)
             .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NFS_SUPER_MAGIC)
@@ -1019,6 +1029,13 @@ fn trusted_file(meta: &std::fs::Metadata, file: &File, path: &Path) -> Result<()
         });
     }
     Ok(())
+}
+
+/// This process's effective uid, read once: disklock never changes it, and every acquire
+/// compares a lease file's owner with it.
+fn euid() -> u32 {
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *EUID.get_or_init(|| nix::unistd::geteuid().as_raw())
 }
 
 /// Opens the lease file `path` (its name in `space`), creating it (0600) when `create`.
