@@ -66,8 +66,8 @@ impl<S: 'static> Lanes<S> {
                 &mut self.sets[last].1
             }
         };
-        // A lane whose thread ended (a job panicked) is started again; the leases it held
-        // were dropped with its state: their locks are gone, which only frees disks early.
+        // A lane whose thread ended (it cannot, short of the process ending) is started
+        // again.
         if set[i].as_ref().is_some_and(|l| l.thread.is_finished()) {
             set[i] = None;
         }
@@ -85,7 +85,15 @@ impl<S: 'static> Lanes<S> {
             .spawn(move || {
                 let mut state = make();
                 while let Ok(job) = rx.recv() {
-                    job(&mut state);
+                    // A job that panics must not end the lane: its state holds the lease
+                    // files of other jobs, and dropping them would drop their locks.
+                    let run = std::panic::AssertUnwindSafe(|| job(&mut state));
+                    if std::panic::catch_unwind(run).is_err() {
+                        tracing::error!(
+                            event = "lane-panicked",
+                            "a lease I/O job panicked; its lane goes on"
+                        );
+                    }
                 }
             });
         let Ok(thread) = spawned else {
@@ -194,6 +202,41 @@ mod tests {
         unblock.send(()).unwrap();
         assert_eq!(lanes.stop(Duration::from_secs(10)), 0);
         assert_eq!(*log.lock().unwrap(), ["b", "a1", "a2"]);
+    }
+
+    #[test]
+    fn a_panicking_job_leaves_the_lane_and_its_state() {
+        let mut lanes: Lanes<Vec<u32>> = Lanes::new(Vec::new);
+        let (tx, rx) = channel::<Vec<u32>>();
+        lanes
+            .submit(
+                Path::new("/ls"),
+                "k",
+                Box::new(|s: &mut Vec<u32>| s.push(1)),
+            )
+            .ok()
+            .unwrap();
+        lanes
+            .submit(
+                Path::new("/ls"),
+                "k",
+                Box::new(|_: &mut Vec<u32>| panic!("a job fails")),
+            )
+            .ok()
+            .unwrap();
+        lanes
+            .submit(
+                Path::new("/ls"),
+                "k",
+                Box::new(move |s: &mut Vec<u32>| {
+                    s.push(2);
+                    tx.send(s.clone()).ok();
+                }),
+            )
+            .ok()
+            .unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), [1, 2]);
+        assert_eq!(lanes.stop(Duration::from_secs(10)), 0);
     }
 
     #[test]

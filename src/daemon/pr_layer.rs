@@ -290,14 +290,25 @@ impl PrBackend {
         let job_id = id.clone();
         let job: Job<LaneState> = Box::new(move |s: &mut LaneState| {
             let pr = settings.zip(plan);
-            let result = take(
-                &s.resolver,
-                &job_id,
-                mode,
-                &holder.borrowed(),
-                pr.as_ref().map(|(st, p)| (*st, p)),
-            )
-            .map(|a| match a {
+            // The acquire waits for this report: it is sent even if taking the lease panics
+            // (a lock taken before the panic was dropped with it).
+            let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                take(
+                    &s.resolver,
+                    &job_id,
+                    mode,
+                    &holder.borrowed(),
+                    pr.as_ref().map(|(st, p)| (*st, p)),
+                )
+            }))
+            .unwrap_or_else(|_| {
+                Err(LeaseError::Io {
+                    op: "take (panicked)",
+                    path: job_id.path(),
+                    source: std::io::Error::other("the lease I/O thread panicked"),
+                })
+            });
+            let result = taken.map(|a| match a {
                 Acquired::Held((file, hold)) => {
                     s.leases.insert(job_id.clone(), file);
                     Acquired::Held(hold)
