@@ -92,6 +92,13 @@ pub fn release(s: &Settings, args: &ReleaseArgs) -> anyhow::Result<Code> {
     for d in &out.not_held {
         eprintln!("disklock: {d}: not held by this daemon");
     }
+    for l in &out.dropping {
+        eprintln!(
+            "disklock: warning: {}: released, but its lockspace does not answer; the lock is \
+             dropped as soon as it does",
+            crate::output::printable(&l.to_string_lossy())
+        );
+    }
     if args.owner.is_some() && out.released.is_empty() {
         eprintln!(
             "disklock: owner {}: holds no lease",

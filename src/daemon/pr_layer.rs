@@ -136,6 +136,8 @@ pub enum Reported {
     Taken(u64),
     /// A lease another acquire claimed is free again.
     Freed,
+    /// A record write or a release is done.
+    Finished,
     /// Nothing an acquire waits for.
     Nothing,
 }
@@ -178,6 +180,8 @@ struct LaneIo {
     pending: HashMap<LeaseId, usize>,
     /// The acquire the table runs now: only its prepared leases are handed to the table.
     running: u64,
+    /// Leases whose release was queued on a lane since [`PrBackend::take_queued_releases`].
+    released: Vec<LeaseId>,
 }
 
 /// The token of a prepared lease whose acquire was given up while its lane worked on it.
@@ -226,6 +230,7 @@ impl PrBackend {
             prepared: HashMap::new(),
             pending: HashMap::new(),
             running: 0,
+            released: Vec::new(),
         });
         b
     }
@@ -349,7 +354,7 @@ impl PrBackend {
             local,
         } = done.0
         else {
-            return Reported::Nothing;
+            return Reported::Finished;
         };
         if let Some(local) = local
             && !io
@@ -373,6 +378,22 @@ impl PrBackend {
                 Reported::Freed
             }
         }
+    }
+
+    /// The leases whose release the table handed to lanes since the last call: a release
+    /// request answers once their lanes have dropped them ([`has_lane_work`](Self::has_lane_work)).
+    pub fn take_queued_releases(&mut self) -> Vec<LeaseId> {
+        self.lanes
+            .as_mut()
+            .map(|io| std::mem::take(&mut io.released))
+            .unwrap_or_default()
+    }
+
+    /// Whether a lane still has work queued for the lease `id`.
+    pub fn has_lane_work(&self, id: &LeaseId) -> bool {
+        self.lanes
+            .as_ref()
+            .is_some_and(|io| io.pending.contains_key(id))
     }
 
     /// How many leases acquires have claimed.
@@ -884,6 +905,9 @@ impl Backend for PrBackend {
                 Ok(released)
             }
             FileLock::Lane(id) => {
+                if let Some(io) = &mut self.lanes {
+                    io.released.push(id.clone());
+                }
                 self.give_back_on_lane(id, hold);
                 Ok(None)
             }

@@ -50,7 +50,8 @@ use super::protocol::{
     Request, VersionReply,
 };
 use super::table::{
-    AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, Table, Target, Undo,
+    AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, ReleaseOutcome,
+    Table, Target, Undo,
 };
 use crate::exit::{Code, chain_std};
 use crate::lockspace::{HostIdentity, LeaseError, Mode, Owner, Released};
@@ -72,6 +73,9 @@ pub const POLL_OWNER: Duration = Duration::from_millis(200);
 /// An acquire queued for less than this is served without first looking whether its caller
 /// hung up (one `poll` less per request; see `table_task`).
 pub const FRESH: Duration = Duration::from_millis(1);
+/// How long a release waits for the lanes that drop its locks before it answers anyway,
+/// naming the lease files whose lock is not dropped yet (`ReleaseOutcome::dropping`).
+pub const RELEASE_WAIT: Duration = Duration::from_millis(200);
 /// How often acquires waiting for a lane are checked for callers that hung up.
 pub const SWEEP: Duration = Duration::from_secs(1);
 /// How long a stopping daemon waits for its lanes to give back the leases they hold.
@@ -122,6 +126,8 @@ enum Cmd {
     CheckReservations,
     /// Time to look for acquires waiting for a lane whose callers hung up ([`SWEEP`]).
     Sweep,
+    /// A release that waits for lanes to drop its locks has waited [`RELEASE_WAIT`].
+    ReleaseDue(u64),
 }
 
 /// The table task's answer to a request.
@@ -812,6 +818,17 @@ struct Shell {
     tokens: u64,
     /// A claimed lease was freed since the waiting acquires last ran.
     freed: bool,
+    /// Releases waiting for lanes to drop their locks.
+    releasing: Vec<ReleaseWait>,
+}
+
+/// A release whose locks lanes are dropping: answered when they are done, or after
+/// [`RELEASE_WAIT`].
+struct ReleaseWait {
+    token: u64,
+    leases: Vec<LeaseId>,
+    outcome: ReleaseOutcome,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// An acquire, checked and resolved, from its request until the table has run it.
@@ -881,6 +898,7 @@ async fn table_task(
         waiting: Vec::new(),
         tokens: 0,
         freed: false,
+        releasing: Vec::new(),
     };
     loop {
         let cmd = tokio::select! {
@@ -909,14 +927,12 @@ async fn table_task(
             }
             Cmd::Request {
                 req, peer, reply, ..
-            } => {
-                let answer = shell.request(req, peer);
-                let _ = reply.send(answer);
-            }
+            } => shell.request(req, peer, reply),
             Cmd::Undelivered(u) => shell.undelivered(u),
             Cmd::OwnerDied { uuid, pid } => shell.owner_died(&uuid, pid),
             Cmd::CheckReservations => shell.check_reservations(),
             Cmd::Sweep => shell.sweep(),
+            Cmd::ReleaseDue(token) => shell.release_due(token),
             Cmd::Shutdown { done } => {
                 shell.stop();
                 let _ = done.send(());
@@ -943,6 +959,8 @@ impl Shell {
         YieldToQueued::default().await;
         self.table.settle();
         self.effects();
+        // Releases no request waits for (owner deaths, undos): nobody to answer.
+        self.table.backend_mut().take_queued_releases();
     }
 
     /// The daemon stops: gives up the acquires still waiting, releases every lease, and
@@ -967,6 +985,9 @@ impl Shell {
         self.table.shutdown();
         self.effects();
         let stuck = self.table.backend_mut().stop_lanes(LANES_STOP);
+        for t in self.releasing.iter().map(|w| w.token).collect::<Vec<_>>() {
+            self.release_due(t);
+        }
         if stuck > 0 {
             tracing::warn!(
                 event = "lanes-stuck",
@@ -1043,7 +1064,7 @@ impl Shell {
     }
 
     /// Serves a request other than an acquire ([`Shell::start_acquire`]).
-    fn request(&mut self, req: Request, peer: Peer) -> Answer {
+    fn request(&mut self, req: Request, peer: Peer, reply: oneshot::Sender<Answer>) {
         let result = match req {
             Request::Acquire(_) => Err(Failure::MethodNotFound {
                 method: "(internal)".into(),
@@ -1054,10 +1075,11 @@ impl Shell {
                     .iter()
                     .map(|d| (d.clone(), self.lease_of(d)))
                     .collect();
-                self.table
+                let released = self
+                    .table
                     .release(&targets, p.owner.as_deref(), peer.uid)
-                    .map(|o| protocol::encode_ok(&o))
-                    .map_err(failure)
+                    .map_err(failure);
+                return self.answer_release(released, reply);
             }
             Request::ReleaseOwner(p) => {
                 if p.name.is_none() && p.uuid.is_none() {
@@ -1067,10 +1089,8 @@ impl Shell {
                         name: p.name,
                         uuid: p.uuid,
                     };
-                    self.table
-                        .release_owners(&sel, peer.uid)
-                        .map(|o| protocol::encode_ok(&o))
-                        .map_err(failure)
+                    let released = self.table.release_owners(&sel, peer.uid).map_err(failure);
+                    return self.answer_release(released, reply);
                 }
             }
             Request::Status => Ok(protocol::encode_ok(&LeasesReply {
@@ -1084,10 +1104,92 @@ impl Shell {
                 })
             }
         };
-        Answer::Reply {
+        let _ = reply.send(Answer::Reply {
             bytes: result.unwrap_or_else(|f| protocol::encode_failure(&f)),
             undo: None,
+        });
+    }
+
+    /// Answers a release once the locks it gave up are dropped: at once when they were
+    /// dropped here, else when their lanes report, or after [`RELEASE_WAIT`] naming those
+    /// not dropped yet. The table has let go of them already either way.
+    fn answer_release(
+        &mut self,
+        released: Result<ReleaseOutcome, Failure>,
+        reply: oneshot::Sender<Answer>,
+    ) {
+        let leases = self.table.backend_mut().take_queued_releases();
+        let outcome = match released {
+            Ok(o) if !leases.is_empty() => o,
+            other => {
+                let _ = reply.send(Answer::Reply {
+                    bytes: other
+                        .map(|o| protocol::encode_ok(&o))
+                        .unwrap_or_else(|f| protocol::encode_failure(&f)),
+                    undo: None,
+                });
+                return;
+            }
+        };
+        self.tokens += 1;
+        let token = self.tokens;
+        self.releasing.push(ReleaseWait {
+            token,
+            leases,
+            outcome,
+            reply,
+        });
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RELEASE_WAIT).await;
+            let _ = tx.send(Cmd::ReleaseDue(token)).await;
+        });
+        self.releases_done();
+    }
+
+    /// Answers the waiting releases whose locks are all dropped.
+    fn releases_done(&mut self) {
+        let backend = self.table.backend();
+        let (done, wait): (Vec<ReleaseWait>, Vec<ReleaseWait>) =
+            std::mem::take(&mut self.releasing)
+                .into_iter()
+                .partition(|w| w.leases.iter().all(|id| !backend.has_lane_work(id)));
+        self.releasing = wait;
+        for w in done {
+            let _ = w.reply.send(Answer::Reply {
+                bytes: protocol::encode_ok(&w.outcome),
+                undo: None,
+            });
         }
+    }
+
+    /// A release waited [`RELEASE_WAIT`] (or the daemon stops): it answers, naming the lease
+    /// files whose lock is not dropped yet.
+    fn release_due(&mut self, token: u64) {
+        let Some(i) = self.releasing.iter().position(|w| w.token == token) else {
+            return;
+        };
+        let mut w = self.releasing.swap_remove(i);
+        let backend = self.table.backend();
+        w.outcome.dropping = w
+            .leases
+            .iter()
+            .filter(|id| backend.has_lane_work(id))
+            .map(LeaseId::path)
+            .collect();
+        if !w.outcome.dropping.is_empty() {
+            tracing::warn!(
+                event = "release-pending",
+                leases = w.outcome.dropping.len(),
+                "released, but {} lease file locks are not dropped yet: their lockspace does \
+                 not answer",
+                w.outcome.dropping.len()
+            );
+        }
+        let _ = w.reply.send(Answer::Reply {
+            bytes: protocol::encode_ok(&w.outcome),
+            undo: None,
+        });
     }
 
     /// The lease a disk names: the held lease taken under that exact name (when one was),
@@ -1281,6 +1383,11 @@ impl Shell {
                 }
             }
             Reported::Freed => self.freed = true,
+            Reported::Finished => {
+                if !self.releasing.is_empty() {
+                    self.releases_done();
+                }
+            }
             Reported::Nothing => {}
         }
     }

@@ -565,6 +565,10 @@ pub struct ReleaseOutcome {
     pub released: Vec<String>,
     /// Disks named that this daemon does not hold (for that owner).
     pub not_held: Vec<String>,
+    /// Lease files of released leases whose lock is not dropped yet: their lockspace's file
+    /// system has not answered (an NFS server away); the daemon drops them when it does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropping: Vec<PathBuf>,
 }
 
 /// What gives back the leases an acquire took when its reply never reached the caller
