@@ -1,4 +1,5 @@
-//! `lock_manager = "disklock"` with real libvirtds and QEMU TCG guests (issue 17's tests).
+//! `lock_manager = "disklock"` with real libvirtds and QEMU TCG guests (issue 17's tests 1-6
+//! and 10).
 //!
 //! Each "host" is a libvirtd (Debian's, loading the plugin built from `libvirt-plugin/`
 //! through `LIBVIRT_LOCK_MANAGER_PLUGIN_DIR`) and its own disklock daemon, in private mount
@@ -236,7 +237,7 @@ impl Host {
     }
 
     fn define(&self, xml: &str) {
-        let f = self.state.join("dom.xml");
+        let f = self.state.join("domain.xml");
         std::fs::write(&f, xml).unwrap();
         self.virsh_ok(&["define", f.to_str().unwrap()]);
     }
@@ -296,8 +297,8 @@ impl Drop for Host {
 }
 
 /// A tiny TCG domain with ACPI (PCI hotplug) and a virtio-scsi controller (unplug completes
-/// without a guest OS).
-fn domain_xml(name: &str, uuid: &str, disk: &str, emulator: Option<&Path>) -> String {
+/// without a guest OS); `flags` go into its disk (`<shareable/>`, `<readonly/>`).
+fn domain_xml(name: &str, uuid: &str, disk: &str, flags: &str, emulator: Option<&Path>) -> String {
     let emulator = emulator
         .map(|e| format!("<emulator>{}</emulator>", e.display()))
         .unwrap_or_default();
@@ -305,7 +306,7 @@ fn domain_xml(name: &str, uuid: &str, disk: &str, emulator: Option<&Path>) -> St
         "<domain type='qemu'><name>{name}</name><uuid>{uuid}</uuid><memory unit='MiB'>64</memory>\
          <vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><features><acpi/></features>\
          <devices>{emulator}<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
-         <source file='{disk}'/><target dev='vda' bus='virtio'/></disk>\
+         <source file='{disk}'/><target dev='vda' bus='virtio'/>{flags}</disk>\
          <controller type='scsi' model='virtio-scsi'/><controller type='usb' model='none'/>\
          <memballoon model='none'/></devices></domain>"
     )
@@ -313,6 +314,9 @@ fn domain_xml(name: &str, uuid: &str, disk: &str, emulator: Option<&Path>) -> St
 
 const UUID_A: &str = "0d15c10c-0000-4000-8000-00000000000a";
 const UUID_B: &str = "0d15c10c-0000-4000-8000-00000000000b";
+const UUID_C: &str = "0d15c10c-0000-4000-8000-00000000000c";
+const UUID_D: &str = "0d15c10c-0000-4000-8000-00000000000d";
+const UUID_E: &str = "0d15c10c-0000-4000-8000-00000000000e";
 
 #[test]
 fn root_libvirt_plugin_two_hosts() {
@@ -324,7 +328,7 @@ fn root_libvirt_plugin_two_hosts() {
     let disk2 = site.disk("disk2.img", 8);
 
     let mut a = Host::start(&site, "dl-host-a", "");
-    a.define(&domain_xml("web-a", UUID_A, &disk0, None));
+    a.define(&domain_xml("web-a", UUID_A, &disk0, "", None));
 
     // Issue test 10: no daemon → one clear line, the domain stays off, libvirtd is fine.
     let t = a.virsh_err(&["start", "web-a"]);
@@ -352,6 +356,7 @@ fn root_libvirt_plugin_two_hosts() {
         "web-b",
         UUID_B,
         &disk0,
+        "",
         Some(&site.nolock_qemu),
     ));
     let t = b.virsh_err(&["start", "web-b"]);
@@ -436,6 +441,48 @@ fn root_libvirt_plugin_two_hosts() {
     // And the other host may have the disk now.
     b.virsh_ok(&["start", "web-b"]);
     b.virsh_ok(&["destroy", "web-b"]);
+    wait_until("host b lets go", Duration::from_secs(1), || {
+        b.held().is_empty()
+    });
+
+    // Issue test 6: <shareable/> on both hosts: both run, each holding a shared lease. A
+    // <readonly/> disk beside an exclusive writer: the daemons' readonly_disk_leases (1,
+    // the default) gives it a shared lease, which the writer's lease refuses.
+    let disk3 = site.disk("disk3.img", 8);
+    a.define(&domain_xml(
+        "shared-a",
+        UUID_C,
+        &disk3,
+        "<shareable/>",
+        None,
+    ));
+    b.define(&domain_xml(
+        "shared-b",
+        UUID_D,
+        &disk3,
+        "<shareable/>",
+        Some(&site.nolock_qemu),
+    ));
+    a.virsh_ok(&["start", "shared-a"]);
+    b.virsh_ok(&["start", "shared-b"]);
+    for h in [&a, &b] {
+        let l = h.leases();
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(l[0]["disk"], disk3.as_str());
+        assert_eq!(l[0]["mode"], "shared");
+    }
+    a.virsh_ok(&["destroy", "shared-a"]);
+    b.virsh_ok(&["destroy", "shared-b"]);
+    a.virsh_ok(&["start", "web-a"]);
+    b.define(&domain_xml(
+        "reader-b",
+        UUID_E,
+        &disk0,
+        "<readonly/>",
+        Some(&site.nolock_qemu),
+    ));
+    let t = b.virsh_err(&["start", "reader-b"]);
+    assert!(t.contains("resource busy") && t.contains("web-a"), "{t}");
     drop(b);
     drop(a);
 }
@@ -450,7 +497,7 @@ fn root_libvirt_plugin_bad_config() {
     // libvirtd keeps serving.
     let mut c = Host::start(&site, "dl-host-c", "auto_disk_leases = 2");
     c.start_daemon();
-    c.define(&domain_xml("web-c", UUID_B, &disk0, None));
+    c.define(&domain_xml("web-c", UUID_B, &disk0, "", None));
     let t = c.virsh_err(&["start", "web-c"]);
     assert!(
         t.contains("qemu-disklock.conf:1: auto_disk_leases: expected 0 or 1"),
@@ -459,4 +506,53 @@ fn root_libvirt_plugin_bad_config() {
     assert_eq!(c.state_of("web-c"), "shut off");
     c.virsh_ok(&["list", "--all"]);
     assert!(c.held().is_empty());
+}
+
+/// libvirt reads one data symbol, a 72-byte table; the plugin exports nothing else and
+/// links no libvirt library (it finds virReportErrorHelper at run time).
+#[test]
+fn libvirt_plugin_exports_the_driver_table_and_links_no_libvirt() {
+    let so = plugin();
+    let o = Command::new("readelf")
+        .args(["--dyn-syms", "--dynamic", "-W"])
+        .arg(&so)
+        .output()
+        .expect("readelf (binutils)");
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let defined: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 8 && f[0].ends_with(':') && f[6] != "UND" && f[6] != "Ndx")
+        .collect();
+    assert_eq!(defined.len(), 1, "{out}");
+    assert_eq!(
+        defined[0][2..],
+        [
+            "72",
+            "OBJECT",
+            "GLOBAL",
+            "DEFAULT",
+            defined[0][6],
+            "virLockDriverImpl"
+        ],
+        "{out}"
+    );
+    let needed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    for lib in &needed {
+        assert!(
+            [
+                "libc.so.6",
+                "libgcc_s.so.1",
+                "ld-linux-x86-64.so.2",
+                "libm.so.6"
+            ]
+            .contains(lib),
+            "unexpected NEEDED {lib}: {needed:?}"
+        );
+    }
 }
