@@ -556,3 +556,101 @@ fn libvirt_plugin_exports_the_driver_table_and_links_no_libvirt() {
         );
     }
 }
+
+/// Issue test 7, a mixed fleet: one libvirtd on `lockd` (a real virtlockd), the other on
+/// `disklock`, one lockspace: each refuses the other's disk.
+#[test]
+fn root_libvirt_plugin_beside_lockd() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::fs::canonicalize(tmp.path()).unwrap();
+    let site = Site::new(&dir);
+    let disk0 = site.disk("disk0.img", 16);
+    let mut a = Host::start(&site, "dl-host-a", "");
+    a.start_daemon();
+    a.define(&domain_xml("web-a", UUID_A, &disk0, "", None));
+    // The lockd host: the same lockspace directory as the disklock daemons'.
+    let lockd = LockdHost::start(&dir.join("lockd-host"), &dir.join("lockspace"));
+    let xml = dir.join("web-l.xml");
+    std::fs::write(
+        &xml,
+        domain_xml("web-l", UUID_B, &disk0, "", Some(&site.nolock_qemu)),
+    )
+    .unwrap();
+    lockd.virsh_ok(&["define", xml.to_str().unwrap()]);
+
+    a.virsh_ok(&["start", "web-a"]);
+    let t = lockd.virsh_err(&["start", "web-l"]);
+    assert!(t.contains("resource busy") && t.contains("is locked"), "{t}");
+    a.virsh_ok(&["destroy", "web-a"]);
+    wait_until("host a lets go", Duration::from_secs(1), || {
+        a.held().is_empty()
+    });
+
+    lockd.virsh_ok(&["start", "web-l"]);
+    a.define(&domain_xml(
+        "web-a",
+        UUID_A,
+        &disk0,
+        "",
+        Some(&site.nolock_qemu),
+    ));
+    let t = a.virsh_err(&["start", "web-a"]);
+    assert!(
+        t.contains("resource busy") && t.contains("(virtlockd)"),
+        "{t}"
+    );
+    assert_eq!(a.state_of("web-a"), "shut off");
+    lockd.virsh_ok(&["destroy", "web-l"]);
+    a.virsh_ok(&["start", "web-a"]);
+    assert_eq!(a.held(), [disk0.as_str()]);
+}
+
+/// A libvirtd with `lock_manager = "lockd"` and its virtlockd; stopped on drop.
+struct LockdHost {
+    state: PathBuf,
+}
+
+impl LockdHost {
+    fn start(state: &Path, lockspace: &Path) -> LockdHost {
+        let host = LockdHost {
+            state: state.to_path_buf(),
+        };
+        let o = script(&[
+            "start",
+            state.to_str().unwrap(),
+            lockspace.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "start lockd host: {}", text(&o));
+        host
+    }
+
+    fn virsh(&self, args: &[&str]) -> Output {
+        let mut a = vec!["virsh", self.state.to_str().unwrap()];
+        a.extend_from_slice(args);
+        script(&a)
+    }
+
+    fn virsh_ok(&self, args: &[&str]) {
+        let o = self.virsh(args);
+        assert!(
+            o.status.success(),
+            "lockd host: virsh {args:?}: {}",
+            text(&o)
+        );
+    }
+
+    fn virsh_err(&self, args: &[&str]) -> String {
+        let o = self.virsh(args);
+        assert!(!o.status.success(), "lockd host: virsh {args:?} succeeded");
+        text(&o)
+    }
+}
+
+impl Drop for LockdHost {
+    fn drop(&mut self) {
+        let o = script(&["stop", self.state.to_str().unwrap()]);
+        if !o.status.success() {
+            eprintln!("virtlockd-env stop: {}", text(&o));
+        }
+    }
+}
