@@ -142,6 +142,8 @@ start_disklock() {
   write_qemu_conf "$state" disklock
   [[ -e $state/etc/qemu-disklock.conf ]] ||
     printf 'socket = "%s/disklock.sock"\n' "$state" > "$state/etc/qemu-disklock.conf"
+  # A host of its own for migration: libvirt refuses to migrate to the same host uuid.
+  printf 'host_uuid = "%s"\n' "$(cat /proc/sys/kernel/random/uuid)" >> "$state/etc/libvirtd.conf"
   namespace "$state" "$host"
   start_libvirtd "$state"
 }
