@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod devices;
+pub mod libvirt;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_disklock");
 
