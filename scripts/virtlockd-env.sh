@@ -16,6 +16,7 @@
 #                                                 UTS namespaces named HOSTNAME: one "host".
 #                                                 STATE/etc/qemu-disklock.conf is kept if it
 #                                                 exists, else it names STATE/disklock.sock
+#   scripts/virtlockd-env.sh start-nop STATE     start libvirtd with lock_manager = "nop"
 #   scripts/virtlockd-env.sh exec STATE CMD...    exec CMD in those namespaces (that host's
 #                                                 disklock daemon); the pid stays CMD's
 #   scripts/virtlockd-env.sh restart-libvirtd STATE
@@ -148,6 +149,14 @@ start_disklock() {
   start_libvirtd "$state"
 }
 
+start_nop() { # libvirt's built-in lock manager that locks nothing (the benchmark's baseline)
+  local state=$1
+  mkdir -p "$state"/{run,lib,log,cache,etc}
+  write_qemu_conf "$state" nop
+  namespace "$state"
+  start_libvirtd "$state"
+}
+
 restart_libvirtd() { # as after a crash: KILL (TERM waits up to 10 s for libvirtd's workers)
   local state=$1 pid
   pid=$(cat "$state/run/libvirtd.pid")
@@ -205,6 +214,7 @@ case $cmd in
   start-disklock)
     (($# == 3)) || die "usage: start-disklock STATE PLUGIN_DIR HOSTNAME"
     start_disklock "$@" ;;
+  start-nop) (($# == 1)) || die "usage: start-nop STATE"; start_nop "$1" ;;
   exec)
     (($# >= 2)) || die "usage: exec STATE CMD..."
     state=$1; shift
@@ -213,5 +223,5 @@ case $cmd in
   restart-libvirtd) (($# == 1)) || die "usage: restart-libvirtd STATE"; restart_libvirtd "$1" ;;
   stop) (($# == 1)) || die "usage: stop STATE"; stop "$1" ;;
   virsh) state=$1; shift; ns "$state" virsh -c qemu:///system "$@" ;;
-  *) die "usage: $0 install | start STATE LOCKSPACE | start-disklock STATE PLUGIN_DIR HOSTNAME | exec STATE CMD... | restart-libvirtd STATE | virsh STATE ARGS... | stop STATE" ;;
+  *) die "usage: $0 install | start STATE LOCKSPACE | start-disklock STATE PLUGIN_DIR HOSTNAME | start-nop STATE | exec STATE CMD... | restart-libvirtd STATE | virsh STATE ARGS... | stop STATE" ;;
 esac
