@@ -15,6 +15,11 @@
 
 #![allow(unsafe_code)]
 
+// catch_unwind is what keeps a panic out of libvirtd; with panic = "abort" a panic would
+// kill libvirtd instead.
+#[cfg(panic = "abort")]
+compile_error!("the libvirt plugin must be built with panic = \"unwind\"");
+
 use std::ffi::{CStr, CString, c_char, c_int, c_longlong, c_uint, c_ulonglong, c_void};
 use std::mem::{offset_of, size_of};
 use std::os::unix::ffi::OsStrExt as _;
@@ -291,8 +296,8 @@ unsafe fn domain<'a>(man: *mut LockManager) -> Result<&'a mut Domain, PluginErro
 }
 
 unsafe extern "C" fn drv_init(version: c_uint, config_file: *const c_char, flags: c_uint) -> c_int {
-    resolve_reporter();
     guard(c"drvInit", || {
+        resolve_reporter();
         if flags != 0 {
             return Err(PluginError::BadCall(format!(
                 "unsupported flags (0x{flags:x}) in drvInit"
