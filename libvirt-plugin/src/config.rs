@@ -275,6 +275,59 @@ mod tests {
         assert!(e.starts_with("/etc/libvirt/qemu-disklock.conf:1:"), "{e}");
     }
 
+    proptest::proptest! {
+        /// Any text: a config or an error, never a panic.
+        #[test]
+        fn any_text_parses_or_fails(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+        }
+
+        /// Whatever subset of the keys a file sets, in any order, rendered by the grammar:
+        /// the values read back, and require_lease_for_disks defaults to !auto_disk_leases.
+        #[test]
+        fn rendered_settings_read_back(
+            auto in proptest::option::of(proptest::bool::ANY),
+            require in proptest::option::of(proptest::bool::ANY),
+            socket in proptest::option::of("/[a-z]{1,12}/[a-z.]{1,12}"),
+            timeout in proptest::option::of(1u64..=MAX_TIMEOUT_SECS),
+            dir in proptest::option::of("/[a-z]{1,12}"),
+            reverse in proptest::bool::ANY,
+        ) {
+            use disklock_conf::grammar::Entry;
+            let mut entries = Vec::new();
+            if let Some(a) = auto {
+                entries.push(Entry::new("auto_disk_leases", Value::Int(i64::from(a))));
+            }
+            if let Some(r) = require {
+                entries.push(Entry::new("require_lease_for_disks", Value::Int(i64::from(r))));
+            }
+            if let Some(s) = &socket {
+                entries.push(Entry::new("socket", Value::Str(s.clone())));
+            }
+            if let Some(t) = timeout {
+                entries.push(Entry::new("timeout", Value::Int(i64::try_from(t).unwrap())));
+            }
+            if let Some(d) = &dir {
+                entries.push(Entry::new("file_lockspace_dir", Value::Str(d.clone())));
+            }
+            if reverse {
+                entries.reverse();
+            }
+            let c = parse(&grammar::render(&entries).unwrap()).unwrap();
+            let auto = auto.unwrap_or(true);
+            proptest::prop_assert_eq!(c.auto_disk_leases, auto);
+            proptest::prop_assert_eq!(c.require_lease_for_disks, require.unwrap_or(!auto));
+            proptest::prop_assert_eq!(
+                c.socket,
+                PathBuf::from(socket.as_deref().unwrap_or(DEFAULT_SOCKET))
+            );
+            proptest::prop_assert_eq!(
+                c.timeout,
+                Duration::from_secs(timeout.unwrap_or(DEFAULT_TIMEOUT_SECS))
+            );
+        }
+    }
+
     #[test]
     fn a_missing_file_is_the_defaults_and_an_unreadable_one_an_error() {
         let dir = tempfile::tempdir().unwrap();
