@@ -34,17 +34,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = std::fs::canonicalize(tmp.path()).unwrap();
-    let site = Site::new(&dir);
+    let site = Site::new();
     let hosts: Vec<Host> = MANAGERS
         .iter()
         .map(|&m| {
             let name = format!("bench-{m}");
             if m == "disklock" {
-                let mut h = Host::start(&site, &name, "");
-                h.start_daemon();
-                h
+                Host::start(&site, &name, "")
             } else {
                 Host::start_builtin(&site, &name, m)
             }

@@ -30,14 +30,12 @@ const UUID_E: &str = "0d15c10c-0000-4000-8000-00000000000e";
 
 #[test]
 fn root_libvirt_plugin_two_hosts() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = std::fs::canonicalize(tmp.path()).unwrap();
-    let site = Site::new(&dir);
+    let site = Site::new();
     let disk0 = site.disk("disk0.img", 16);
     let disk1 = site.disk("disk1.img", 8);
     let disk2 = site.disk("disk2.img", 8);
 
-    let mut a = Host::start(&site, "dl-host-a", "");
+    let mut a = Host::start_without_daemon(&site, "dl-host-a", "");
     a.define(&domain_xml("web-a", UUID_A, &disk0, "", None));
 
     // Issue test 10: no daemon → one clear line, the domain stays off, libvirtd is fine.
@@ -60,8 +58,7 @@ fn root_libvirt_plugin_two_hosts() {
     assert_eq!(l["holder"]["host"], "dl-host-a");
 
     // Issue test 2: the other host is refused, naming the host and the domain.
-    let mut b = Host::start(&site, "dl-host-b", "");
-    b.start_daemon();
+    let b = Host::start(&site, "dl-host-b", "");
     b.define(&domain_xml(
         "web-b",
         UUID_B,
@@ -199,14 +196,11 @@ fn root_libvirt_plugin_two_hosts() {
 
 #[test]
 fn root_libvirt_plugin_bad_config() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = std::fs::canonicalize(tmp.path()).unwrap();
-    let site = Site::new(&dir);
+    let site = Site::new();
     let disk0 = site.disk("disk0.img", 16);
     // Issue test 10: a configuration with an error: every start says where it is, and
     // libvirtd keeps serving.
-    let mut c = Host::start(&site, "dl-host-c", "auto_disk_leases = 2");
-    c.start_daemon();
+    let c = Host::start(&site, "dl-host-c", "auto_disk_leases = 2");
     c.define(&domain_xml("web-c", UUID_B, &disk0, "", None));
     let t = c.virsh_err(&["start", "web-c"]);
     assert!(
@@ -271,12 +265,9 @@ fn libvirt_plugin_exports_the_driver_table_and_links_no_libvirt() {
 /// `disklock`, one lockspace: each refuses the other's disk.
 #[test]
 fn root_libvirt_plugin_beside_lockd() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = std::fs::canonicalize(tmp.path()).unwrap();
-    let site = Site::new(&dir);
+    let site = Site::new();
     let disk0 = site.disk("disk0.img", 16);
-    let mut a = Host::start(&site, "dl-host-a", "");
-    a.start_daemon();
+    let a = Host::start(&site, "dl-host-a", "");
     a.define(&domain_xml("web-a", UUID_A, &disk0, "", None));
     // The lockd host: the same lockspace directory as the disklock daemons'.
     let lockd = Host::start_builtin(&site, "lockd-host", "lockd");
@@ -327,14 +318,10 @@ fn root_libvirt_plugin_beside_lockd() {
 /// lease — see ARCHITECTURE.md, "The libvirt plugin".
 #[test]
 fn root_libvirt_plugin_live_migration() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = std::fs::canonicalize(tmp.path()).unwrap();
-    let site = Site::new(&dir);
+    let site = Site::new();
     let disk0 = site.disk("disk0.img", 16);
-    let mut a = Host::start(&site, "dl-host-a", "");
-    a.start_daemon();
-    let mut b = Host::start(&site, "dl-host-b", "");
-    b.start_daemon();
+    let a = Host::start(&site, "dl-host-a", "");
+    let b = Host::start(&site, "dl-host-b", "");
     a.define(&domain_xml("web-a", UUID_A, &disk0, "", None));
     a.virsh_ok(&["start", "web-a"]);
 

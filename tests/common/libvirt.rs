@@ -78,7 +78,9 @@ impl Drop for Killed {
 /// The files every host shares: the plugin directory, the daemons' configuration (one
 /// lockspace), the disk images, the lock-free QEMU wrapper.
 pub struct Site {
+    /// The directory of everything: a temporary one, removed on drop.
     pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
     pub lockspace: PathBuf,
     pub plugins: PathBuf,
     pub conf: PathBuf,
@@ -86,7 +88,9 @@ pub struct Site {
 }
 
 impl Site {
-    pub fn new(dir: &Path) -> Site {
+    pub fn new() -> Site {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = &std::fs::canonicalize(tmp.path()).unwrap();
         assert!(
             nix::unistd::geteuid().is_root(),
             "the libvirt plugin tests install libvirt and use namespaces: run them as root"
@@ -121,6 +125,7 @@ impl Site {
         .unwrap();
         Site {
             dir: dir.to_path_buf(),
+            _tmp: tmp,
             lockspace,
             plugins,
             conf,
@@ -148,8 +153,16 @@ pub struct Host {
 }
 
 impl Host {
-    /// Starts libvirtd; `plugin_conf` is qemu-disklock.conf (the socket is added).
+    /// Starts libvirtd and its disklock daemon; `plugin_conf` is qemu-disklock.conf (the
+    /// socket is added).
     pub fn start(site: &Site, name: &str, plugin_conf: &str) -> Host {
+        let mut host = Host::start_without_daemon(site, name, plugin_conf);
+        host.start_daemon();
+        host
+    }
+
+    /// Starts libvirtd with the plugin but no disklock daemon ([`Host::start_daemon`]).
+    pub fn start_without_daemon(site: &Site, name: &str, plugin_conf: &str) -> Host {
         let state = site.dir.join(name);
         std::fs::create_dir_all(state.join("etc")).unwrap();
         let socket = state.join("disklock.sock");
