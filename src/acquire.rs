@@ -5,8 +5,8 @@ use std::ffi::OsStr;
 use crate::cli::{AcquireArgs, OwnerArgs, PrFlags, ReleaseArgs};
 use crate::client::{Client, ClientError};
 use crate::daemon::protocol::{
-    AcquireParams, AcquireReply, DiskMode, DiskRequest, Failure, MAX_DISKS, ReleaseOwnerParams,
-    ReleaseParams, Request,
+    AcquireParams, AcquireReply, DiskMode, DiskRequest, Failure, LostAction, MAX_DISKS, OnLost,
+    ReleaseOwnerParams, ReleaseParams, Request,
 };
 use crate::daemon::table::ReleaseOutcome;
 use crate::exit::{self, Code};
@@ -36,7 +36,7 @@ pub fn acquire(s: &Settings, args: &AcquireArgs) -> anyhow::Result<Code> {
         .pid
         .unwrap_or_else(|| nix::unistd::getppid().as_raw().unsigned_abs());
     let owner = owner(&args.owner, pid);
-    let req = acquire_request(disks, owner, &args.pr)?;
+    let req = acquire_request(disks, owner, &args.pr, args.owner.on_lost)?;
     let reply: AcquireReply = call(s, &req)?;
     let out = if args.json {
         let mut o = serde_json::to_string_pretty(&reply)?;
@@ -119,6 +119,7 @@ pub fn acquire_request(
     disks: Vec<DiskRequest>,
     owner: Owner,
     pr: &PrFlags,
+    on_lost: Option<crate::cli::OnLostArg>,
 ) -> anyhow::Result<Request> {
     if disks.len() > MAX_DISKS {
         anyhow::bail!(
@@ -131,6 +132,13 @@ pub fn acquire_request(
         owner,
         preempt: pr.preempt,
         pr: pr.wanted(),
+        on_lost: on_lost.map(|a| OnLost {
+            action: match a {
+                crate::cli::OnLostArg::Kill => LostAction::Kill,
+                crate::cli::OnLostArg::Ignore => LostAction::Ignore,
+            },
+            uri: None,
+        }),
     }))
 }
 

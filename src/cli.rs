@@ -189,6 +189,22 @@ pub struct OwnerArgs {
     /// The owner's uuid (default: a new random one).
     #[arg(long, value_name = "UUID")]
     pub uuid: Option<String>,
+
+    /// What the daemon does to the owner process if one of its leases is lost (the lease
+    /// file removed or replaced, or another host took the disk's reservation): kill it
+    /// (SIGKILL: it writes no more), or only log (the default). Checked every
+    /// lease_check_interval seconds; needs the daemon.
+    #[arg(long, value_name = "ACTION", value_enum)]
+    pub on_lost: Option<OnLostArg>,
+}
+
+/// `--on-lost` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnLostArg {
+    /// SIGKILL the owner process.
+    Kill,
+    /// Log only.
+    Ignore,
 }
 
 /// Persistent-reservation options shared by acquire and run.

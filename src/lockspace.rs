@@ -1310,6 +1310,30 @@ impl Lease {
         // `self` drops here: the fd closes and the lock goes.
     }
 
+    /// Why this lease is no longer what others see at its path, if it is not: its lockspace
+    /// directory was replaced or removed, or its file was removed or replaced (another
+    /// process or host can then take the disk while we hold a lock on a file nobody opens).
+    /// `None` while it is still the one at its path. An error says the check itself failed.
+    pub fn lost_why(&self) -> Result<Option<&'static str>, LeaseError> {
+        match self.space.current() {
+            Ok(true) => {}
+            Ok(false) => return Ok(Some("its lockspace directory was removed or replaced")),
+            Err(LeaseError::DirSymlink { .. }) => {
+                return Ok(Some(
+                    "its lockspace directory was replaced by a symbolic link",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        let name = Path::new(self.path.file_name().unwrap_or_default());
+        match self.space.stat(name) {
+            Ok(Some(st)) if st.st_dev == self.dev && st.st_ino == self.ino => Ok(None),
+            Ok(Some(_)) => Ok(Some("another file took the lease file's name")),
+            Ok(None) => Ok(Some("the lease file was removed")),
+            Err(e) => Err(errno_err("stat", &self.path, e)),
+        }
+    }
+
     /// Removes the lease file if it is still the one at its path; we hold the lock on it, so
     /// nobody else following the lockspace's rules removes or replaces it meanwhile.
     ///

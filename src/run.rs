@@ -52,6 +52,7 @@ pub fn run(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
         &crate::cli::OwnerArgs {
             name: owner_args_name,
             uuid: args.owner.uuid.clone(),
+            on_lost: args.owner.on_lost,
         },
         me,
     );
@@ -62,12 +63,22 @@ pub fn run(s: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
         && let Some(socket) = s.socket.as_deref()
     {
         match Client::connect(socket, s.timeout) {
-            Ok(client) => return through_daemon(s, client, &disks, owner, &args.pr, command),
+            Ok(client) => {
+                return through_daemon(s, client, &disks, owner, args, command);
+            }
             Err(ClientError::NotRunning { .. }) => {
                 tracing::info!(socket = %socket.display(), "no daemon: holding the leases in this process");
             }
             Err(e) => return Err(unreachable_daemon(&e)),
         }
+    }
+    if args.owner.on_lost.is_some() {
+        return Err(crate::exit::failed(
+            Code::Usage,
+            "--on-lost needs the daemon: without it nothing checks the leases while the \
+             command runs"
+                .to_owned(),
+        ));
     }
     in_process(s, &disks, owner, &args.pr, command)
 }
@@ -77,7 +88,7 @@ fn through_daemon(
     mut client: Client,
     disks: &[(OsString, DiskMode)],
     owner: Owner,
-    pr: &crate::cli::PrFlags,
+    args: &crate::cli::RunArgs,
     mut command: std::process::Command,
 ) -> anyhow::Result<ExitCode> {
     let disks = disks
@@ -91,7 +102,7 @@ fn through_daemon(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let uuid = owner.uuid.clone();
     if !disks.is_empty() {
-        let req = acquire_request(disks, owner, pr)?;
+        let req = acquire_request(disks, owner, &args.pr, args.owner.on_lost)?;
         match client.call::<AcquireReply>(&req) {
             Ok(Ok(reply)) => {
                 for l in &reply.leases {

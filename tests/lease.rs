@@ -1306,3 +1306,53 @@ fn root_a_full_lockspace_follows_one_rule() {
     ok(env.run("a.sock", &["release", "--owner", "s"]));
     drop(d);
 }
+
+/// A lease whose file is removed or replaced behind the daemon's back is lost: `status`
+/// marks it, and an owner that asked for `--on-lost kill` is killed (it must write no more:
+/// another process or host can take the disk now); one that did not is left running.
+#[test]
+fn a_lost_lease_kills_the_owner_that_asked_for_it() {
+    let env = Env::with_conf("lease_check_interval = 1\n");
+    let _a = env.daemon("a.sock");
+    let (d1, d2) = (env.disk("1.img"), env.disk("2.img"));
+    let mut killed = Sleeper::new();
+    let mut kept = Sleeper::new();
+    ok(env.run(
+        "a.sock",
+        &["acquire", "--on-lost", "kill", "--pid", &killed.pid(), &d1],
+    ));
+    ok(env.run("a.sock", &["acquire", "--pid", &kept.pid(), &d2]));
+    // One lease file removed, the other replaced by another file of the same name.
+    std::fs::remove_file(lease_of(&env, &d1)).unwrap();
+    let l2 = lease_of(&env, &d2);
+    std::fs::remove_file(&l2).unwrap();
+    std::fs::write(&l2, b"").unwrap();
+    wait_until("the owner that asked is killed", || {
+        killed.0.try_wait().unwrap().is_some()
+    });
+    wait_until("the other lease shows lost", || {
+        status_json(&env, "a.sock")
+            .iter()
+            .any(|l| l["disk"] == d2.as_str() && l["lost"].is_string())
+    });
+    assert!(
+        kept.0.try_wait().unwrap().is_none(),
+        "an owner that did not ask is not killed"
+    );
+    let st = status_json(&env, "a.sock");
+    let lost = st.iter().find(|l| l["disk"] == d2.as_str()).unwrap();
+    assert!(
+        lost["lost"].as_str().unwrap().contains("another file"),
+        "{lost}"
+    );
+    let log = std::fs::read_to_string(env.path("a.sock.log")).unwrap();
+    assert!(
+        log.contains("lease-lost") && log.contains("lost-kill"),
+        "{log}"
+    );
+    kept.kill9();
+    // The killed owner's lease went with it.
+    wait_until("every lease is released", || {
+        status_json(&env, "a.sock").is_empty()
+    });
+}

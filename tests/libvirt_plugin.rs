@@ -1,5 +1,4 @@
-//! `lock_manager = "disklock"` with real libvirtds and QEMU TCG guests (issue 17's tests 1-8
-//! and 10).
+//! `lock_manager = "disklock"` with real libvirtds and QEMU TCG guests (issue 17's tests 1-10).
 //!
 //! Each "host" is a libvirtd (Debian's, loading the plugin built from `libvirt-plugin/`
 //! through `LIBVIRT_LOCK_MANAGER_PLUGIN_DIR`) and its own disklock daemon, in private mount
@@ -20,7 +19,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::libvirt::{Host, Killed, Site, domain_xml, plugin, script, text, wait_until};
+use common::libvirt::{
+    Host, Killed, Site, domain_xml, plugin, script, text, wait_until, with_lockfailure,
+};
 
 const UUID_A: &str = "0d15c10c-0000-4000-8000-00000000000a";
 const UUID_B: &str = "0d15c10c-0000-4000-8000-00000000000b";
@@ -192,6 +193,63 @@ fn root_libvirt_plugin_two_hosts() {
     assert!(t.contains("resource busy") && t.contains("web-a"), "{t}");
     drop(b);
     drop(a);
+}
+
+/// Issue test 9: when a domain's lease is lost (here: its lease file removed behind the
+/// daemon's back, so another host could take the disk), the daemon applies the domain's
+/// `<on_lockfailure>`: poweroff kills QEMU, pause suspends the domain through libvirt;
+/// restart is refused at start, as sanlock refuses it.
+#[test]
+fn root_libvirt_plugin_on_lockfailure() {
+    let site = Site::new();
+    let disk0 = site.disk("disk0.img", 16);
+    let disk1 = site.disk("disk1.img", 16);
+    let a = Host::start(&site, "dl-host-a", "");
+    a.define(&with_lockfailure(
+        &domain_xml("kill-me", UUID_A, &disk0, "", None),
+        "poweroff",
+    ));
+    a.define(&with_lockfailure(
+        &domain_xml("pause-me", UUID_B, &disk1, "", None),
+        "pause",
+    ));
+    a.define(&with_lockfailure(
+        &domain_xml("restart-me", UUID_C, &disk1, "", None),
+        "restart",
+    ));
+    let t = a.virsh_err(&["start", "restart-me"]);
+    assert!(t.contains("restart") && t.contains("not supported"), "{t}");
+    a.virsh_ok(&["start", "kill-me"]);
+    a.virsh_ok(&["start", "pause-me"]);
+    assert_eq!(a.held(), [disk0.as_str(), disk1.as_str()]);
+    for l in a.leases() {
+        std::fs::remove_file(l["lease"].as_str().unwrap()).unwrap();
+    }
+    let killed = wait_until("poweroff kills QEMU", Duration::from_secs(10), || {
+        a.state_of("kill-me") == "shut off"
+    });
+    let paused = wait_until("pause suspends the domain", Duration::from_secs(10), || {
+        a.state_of("pause-me") == "paused"
+    });
+    eprintln!("lease file removed: killed after {killed:?}, paused after {paused:?}");
+    // Suspending released the domain's (lost) lease, as every pause does; a resume takes
+    // the disk again if nobody else took it meanwhile.
+    wait_until(
+        "the pause released the lease",
+        Duration::from_secs(5),
+        || a.held().is_empty(),
+    );
+    a.virsh_ok(&["resume", "pause-me"]);
+    assert_eq!(a.held(), [disk1.as_str()]);
+    let log = std::fs::read_to_string(a.state.join("daemon.log")).unwrap();
+    assert!(
+        log.contains("lease-lost") && log.contains("lost-kill") && log.contains("lost-pause"),
+        "{log}"
+    );
+    a.virsh_ok(&["destroy", "pause-me"]);
+    wait_until("destroy frees the lease", Duration::from_secs(1), || {
+        a.held().is_empty()
+    });
 }
 
 #[test]

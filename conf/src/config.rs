@@ -47,6 +47,9 @@ pub const MAX_HOST_ID: u16 = 2000;
 pub const PR_CHECK_INTERVAL: u32 = 10;
 /// The largest `pr_check_interval` (one day).
 pub const MAX_PR_CHECK_INTERVAL: u32 = 86_400;
+/// The default of `lease_check_interval`, in seconds (its largest is the same as
+/// `pr_check_interval`'s).
+pub const LEASE_CHECK_INTERVAL: u32 = 10;
 /// Which lockspaces get threads of their own for lease I/O (`lease_io_threads`); the first is
 /// the default. `auto`: those not on a local file system (NFS and other network or cluster
 /// file systems, whose I/O can hang while a server is away); `all`: every lockspace, also a
@@ -157,6 +160,8 @@ pub enum Key {
     PrCheckInterval,
     /// `lease_io_threads`
     LeaseIoThreads,
+    /// `lease_check_interval`
+    LeaseCheckInterval,
 }
 
 impl Key {
@@ -355,6 +360,13 @@ const KEYS: &[KeySpec] = &[
         in_lockd_conf: false,
         default: |_| Some(Setting::Choice(LEASE_IO_THREADS[0].to_owned())),
     },
+    KeySpec {
+        key: Key::LeaseCheckInterval,
+        name: "lease_check_interval",
+        kind: Kind::Seconds,
+        in_lockd_conf: false,
+        default: |_| Some(Setting::Seconds(LEASE_CHECK_INTERVAL)),
+    },
 ];
 
 const _: () = {
@@ -507,6 +519,9 @@ pub struct Config {
     pub pr_check_interval: u32,
     /// Which lockspaces get lease I/O threads: one of [`LEASE_IO_THREADS`].
     pub lease_io_threads: String,
+    /// How often the daemon checks that the lease files it holds are still at their paths,
+    /// in seconds; 0 turns the check off.
+    pub lease_check_interval: u32,
     origins: BTreeMap<Key, Origin>,
 }
 
@@ -582,6 +597,7 @@ impl Config {
             ),
             Key::PrCheckInterval => Value::Int(self.pr_check_interval.into()),
             Key::LeaseIoThreads => Value::Str(self.lease_io_threads.clone()),
+            Key::LeaseCheckInterval => Value::Int(self.lease_check_interval.into()),
         }
     }
 
@@ -659,6 +675,11 @@ impl Config {
             None => Vec::new(),
             Some(other) => unreachable!("pr_exclude: {other:?}"),
         };
+        let lease_check_interval = match take(Key::LeaseCheckInterval) {
+            Some(Setting::Seconds(n)) => n,
+            None => return Err(no_default(Key::LeaseCheckInterval)),
+            Some(other) => unreachable!("lease_check_interval: {other:?}"),
+        };
         let pr_check_interval = match take(Key::PrCheckInterval) {
             Some(Setting::Seconds(n)) => n,
             None => return Err(no_default(Key::PrCheckInterval)),
@@ -696,6 +717,7 @@ impl Config {
             pr_exclude,
             pr_check_interval,
             lease_io_threads,
+            lease_check_interval,
             origins,
         })
     }
@@ -898,7 +920,8 @@ mod tests {
                 "host_id",
                 "pr_exclude",
                 "pr_check_interval",
-                "lease_io_threads"
+                "lease_io_threads",
+                "lease_check_interval"
             ]
         );
         for key in Key::all() {

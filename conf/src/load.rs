@@ -424,6 +424,7 @@ host_id = 2000
 pr_exclude = [ \"3600a0b80\", \"/dev/sdz\" ]
 pr_check_interval = 0
 lease_io_threads = \"all\"
+lease_check_interval = 3
 ";
         let (result, asked) = load_files(None, &root(), &[(MAIN, text)]);
         let loaded = result.unwrap();
@@ -445,6 +446,7 @@ lease_io_threads = \"all\"
         assert_eq!(c.pr_exclude, ["3600a0b80", "/dev/sdz"]);
         assert_eq!(c.pr_check_interval, 0);
         assert_eq!(c.lease_io_threads, "all");
+        assert_eq!(c.lease_check_interval, 3);
         // `lockd_conf = ""` stops root's default qemu-lockd.conf from being read.
         assert_eq!(asked, [PathBuf::from(MAIN)]);
         for (i, key) in Key::all().enumerate() {

@@ -7,7 +7,7 @@
 
 use disklock::client::Client;
 use disklock::daemon::protocol::{
-    AcquireParams, AcquireReply, DiskRequest, ReleaseParams, Request, VersionReply,
+    AcquireParams, AcquireReply, DiskRequest, OnLost, ReleaseParams, Request, VersionReply,
 };
 use disklock::daemon::table::ReleaseOutcome;
 use disklock::lockspace::Owner;
@@ -37,6 +37,7 @@ pub fn acquire(
     config: &PluginConfig,
     owner: Owner,
     disks: Vec<DiskRequest>,
+    on_lost: OnLost,
 ) -> Result<AcquireReply, PluginError> {
     call(
         config,
@@ -45,6 +46,7 @@ pub fn acquire(
             owner,
             preempt: false,
             pr: None,
+            on_lost: Some(on_lost),
         }),
     )
 }

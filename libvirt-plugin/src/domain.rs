@@ -7,7 +7,7 @@
 //! with the domain's name and uuid, so `disklock status` and a refusal on another host name
 //! the domain, and the daemon's watch of that pid ends the leases with QEMU.
 
-use disklock::daemon::protocol::{DiskMode, DiskRequest};
+use disklock::daemon::protocol::{DiskMode, DiskRequest, LostAction, OnLost};
 use disklock::lockspace::Owner;
 
 use crate::config::PluginConfig;
@@ -91,7 +91,7 @@ impl ParamValue {
 }
 
 /// The domain's `<on_lockfailure>` action (`virDomainLockFailureAction`), passed to every
-/// acquire. Recorded; acting on it needs the daemon to report lost leases (not done yet).
+/// acquire and handed to the daemon, which applies it when it finds a lease lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockFailureAction {
     /// Not set: poweroff, as sanlock does.
@@ -107,6 +107,38 @@ pub enum LockFailureAction {
 }
 
 impl LockFailureAction {
+    /// What the daemon is to do for this action to a domain run through `uri`: poweroff
+    /// (also the default, as with sanlock) kills QEMU, pause suspends the domain through
+    /// libvirt, ignore logs. Restart is refused, as sanlock refuses it: the lock manager
+    /// cannot start a domain again.
+    pub fn on_lost(self, uri: Option<&str>) -> Result<OnLost, PluginError> {
+        let action = match self {
+            LockFailureAction::Default | LockFailureAction::Poweroff => LostAction::Kill,
+            LockFailureAction::Pause => LostAction::Pause,
+            LockFailureAction::Ignore => LostAction::Ignore,
+            LockFailureAction::Restart => {
+                return Err(PluginError::BadCall(
+                    "<on_lockfailure>restart</on_lockfailure> is not supported by disklock; \
+                     use poweroff, pause or ignore"
+                        .into(),
+                ));
+            }
+        };
+        if action == LostAction::Pause && uri.is_none() {
+            return Err(PluginError::BadCall(
+                "<on_lockfailure>pause</on_lockfailure> needs the domain's libvirt URI, and \
+                 libvirt gave none"
+                    .into(),
+            ));
+        }
+        Ok(OnLost {
+            action,
+            uri: (action == LostAction::Pause)
+                .then(|| uri.map(str::to_owned))
+                .flatten(),
+        })
+    }
+
     /// From libvirt's enum value.
     pub fn from_raw(v: i32) -> Result<LockFailureAction, PluginError> {
         Ok(match v {
@@ -177,6 +209,9 @@ pub struct Domain {
     /// A read-write exclusive disk was added while `auto_disk_leases = 0` (it gets no
     /// lease; `require_lease_for_disks` then wants a `<lease>`).
     pub unleased_rw_disk: bool,
+    /// The URI of the libvirt driver that runs the domain (`uri`), for `on_lockfailure`
+    /// pause.
+    pub uri: Option<String>,
 }
 
 impl Domain {
@@ -204,6 +239,7 @@ impl Domain {
             .filter(|&p| p > 0)
             .ok_or_else(|| missing("pid"))?;
         let id = find("id").and_then(ParamValue::as_u32).unwrap_or(u32::MAX);
+        let uri = find("uri").and_then(ParamValue::as_str).map(str::to_owned);
         Ok(Domain {
             uuid,
             name,
@@ -212,6 +248,7 @@ impl Domain {
             started: flags & NEW_STARTED != 0,
             resources: Vec::new(),
             unleased_rw_disk: false,
+            uri,
         })
     }
 

@@ -68,13 +68,12 @@ pub fn add_resource(
 /// checked; in libvirtd the disks are taken and counted.
 pub fn acquire(domain: &Domain, flags: u32, action: i32) -> Result<(), PluginError> {
     let config = config()?;
-    // Recorded for when the daemon reports lost leases (issue 17, on_lockfailure).
-    let _action = LockFailureAction::from_raw(action)?;
+    let on_lost = LockFailureAction::from_raw(action)?.on_lost(domain.uri.as_deref())?;
     match domain.acquire_plan(flags, config)? {
         AcquirePlan::Register => daemon::ping(config),
         AcquirePlan::Disks(disks) if disks.is_empty() => Ok(()),
         AcquirePlan::Disks(disks) => {
-            daemon::acquire(config, domain.owner(), disks)?;
+            daemon::acquire(config, domain.owner(), disks, on_lost)?;
             let mut holds = HOLDS.lock().unwrap_or_else(PoisonError::into_inner);
             holds.prune(process_exists);
             holds.acquired((domain.uuid, domain.pid), domain.disks());

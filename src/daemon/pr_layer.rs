@@ -20,7 +20,7 @@ use disklock_naming::{DevNo, DiskKey, Resolver};
 use disklock_scsi::pr::{PersistentReservations, PrType, ReservationKey};
 
 use super::lanes::{Job, Lanes};
-use super::table::{Backend, FileBackend, LeaseId};
+use super::table::{Backend, Check, FileBackend, LeaseId};
 use crate::lockspace::{self, Acquired, Busy, Holder, HolderRef, LeaseError, Mode, Released};
 use crate::output::bounded;
 use crate::pr::engine::{self, Drift, PrError};
@@ -114,6 +114,8 @@ pub struct PrBackend {
     holds: HashMap<DiskKey, Hold>,
     /// Disks another host took while their leases are held here: why.
     lost: HashMap<DiskKey, String>,
+    /// Held leases whose file is no longer at its path: why.
+    lost_files: HashMap<LeaseId, String>,
     /// The daemon's lanes; `None` in a process that takes its leases inline (`disklock run`).
     lanes: Option<LaneIo>,
 }
@@ -130,7 +132,7 @@ pub struct LaneSetup {
 }
 
 /// What a lane's report means for the acquires waiting ([`PrBackend::lane_done`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reported {
     /// One more lease of the acquire with this token is taken or refused.
     Taken(u64),
@@ -138,6 +140,8 @@ pub enum Reported {
     Freed,
     /// A record write or a release is done.
     Finished,
+    /// A lane found a held lease lost (the lease, why).
+    Lost(LeaseId, String),
     /// Nothing an acquire waits for.
     Nothing,
 }
@@ -157,6 +161,8 @@ enum Done {
     },
     /// A holder record written or a lease given back.
     Finished { id: LeaseId },
+    /// A held lease checked: why it is lost, if it is.
+    Checked { id: LeaseId, lost: Option<String> },
 }
 
 /// A lane's state: the lease files it holds, and a resolver for reservations.
@@ -205,6 +211,7 @@ impl PrBackend {
             plans: HashMap::new(),
             holds: HashMap::new(),
             lost: HashMap::new(),
+            lost_files: HashMap::new(),
             lanes: None,
         }
     }
@@ -338,7 +345,7 @@ impl PrBackend {
             return Reported::Nothing;
         };
         let id = match &done.0 {
-            Done::Taken { id, .. } | Done::Finished { id } => id.clone(),
+            Done::Taken { id, .. } | Done::Finished { id } | Done::Checked { id, .. } => id.clone(),
         };
         if let Some(n) = io.pending.get_mut(&id) {
             *n -= 1;
@@ -346,15 +353,24 @@ impl PrBackend {
                 io.pending.remove(&id);
             }
         }
-        let Done::Taken {
-            token,
-            id,
-            mode,
-            result,
-            local,
-        } = done.0
-        else {
-            return Reported::Finished;
+        let (token, id, mode, result, local) = match done.0 {
+            Done::Taken {
+                token,
+                id,
+                mode,
+                result,
+                local,
+            } => (token, id, mode, result, local),
+            Done::Finished { .. } => return Reported::Finished,
+            Done::Checked { id, lost } => {
+                return match lost {
+                    Some(why) if !self.lost_files.contains_key(&id) => {
+                        self.lost_files.insert(id.clone(), why.clone());
+                        Reported::Lost(id, why)
+                    }
+                    _ => Reported::Finished,
+                };
+            }
         };
         if let Some(local) = local
             && !io
@@ -455,7 +471,7 @@ impl PrBackend {
         let report = io.report.clone();
         let job_id = id.clone();
         let job: Job<LaneState> = Box::new(move |s: &mut LaneState| {
-            if let Err(e) = give_back(hold, host_key, s.leases.remove(&job_id)) {
+            if let Err(e) = give_back(&job_id, hold, host_key, s.leases.remove(&job_id)) {
                 tracing::warn!(event = "release-failed", key = job_id.key.as_str(), lockspace = %job_id.lockspace.display(), reason = &*bounded(&crate::exit::chain_std(&e)), "lock dropped, but: {}", crate::exit::chain_std(&e));
             }
             report(LaneDone(Done::Finished { id: job_id }));
@@ -593,7 +609,7 @@ fn take(
         Ok(Ok(hold)) => Ok(Acquired::Held((file, Some(hold)))),
         Ok(Err(busy)) => {
             let lease = file.path().to_path_buf();
-            let _ = files.release(file);
+            let _ = files.release(id, file);
             Ok(Acquired::Busy(Busy {
                 lease,
                 holders: Vec::new(),
@@ -602,7 +618,7 @@ fn take(
             }))
         }
         Err(e) => {
-            let _ = files.release(file);
+            let _ = files.release(id, file);
             Err(e)
         }
     }
@@ -612,6 +628,7 @@ fn take(
 /// goes even when the reservation cannot be given back: keeping it would hold the disk for
 /// an owner that is gone; the registration left behind shows in `disklock pr check`.
 fn give_back(
+    id: &LeaseId,
     hold: Option<Hold>,
     host_key: Option<ReservationKey>,
     file: Option<lockspace::Lease>,
@@ -626,7 +643,7 @@ fn give_back(
         });
     }
     let released = match file {
-        Some(f) => FileBackend.release(f)?,
+        Some(f) => FileBackend.release(id, f)?,
         None => None,
     };
     match pr_error {
@@ -889,11 +906,54 @@ impl Backend for PrBackend {
         }
     }
 
-    fn lost(&self, lease: &PrLease) -> Option<&str> {
+    fn lost(&self, id: &LeaseId, lease: &PrLease) -> Option<&str> {
+        if let Some(why) = self.lost_files.get(id) {
+            return Some(why);
+        }
         lease.reserved.as_ref().and_then(|k| self.lost(k))
     }
 
-    fn release(&mut self, lease: PrLease) -> Result<Option<Released>, LeaseError> {
+    fn check(&mut self, id: &LeaseId, lease: &PrLease) -> Check {
+        if self.lost_files.contains_key(id) {
+            return Check::Held;
+        }
+        match &lease.file {
+            FileLock::Here(f) => match f.lost_why() {
+                Ok(None) => Check::Held,
+                Ok(Some(why)) => {
+                    self.lost_files.insert(id.clone(), why.to_owned());
+                    Check::Lost(why.to_owned())
+                }
+                Err(e) => {
+                    tracing::warn!(event = "lease-check-failed", key = id.key.as_str(), lockspace = %id.lockspace.display(), error = %crate::exit::chain_std(&e), "cannot check a lease");
+                    Check::Held
+                }
+            },
+            FileLock::Lane(lane_id) => {
+                let Some(io) = &mut self.lanes else {
+                    return Check::Held;
+                };
+                let report = io.report.clone();
+                let job_id = lane_id.clone();
+                let job: Job<LaneState> = Box::new(move |s: &mut LaneState| {
+                    let lost = match s.leases.get(&job_id).map(lockspace::Lease::lost_why) {
+                        Some(Ok(why)) => why.map(str::to_owned),
+                        Some(Err(e)) => {
+                            tracing::warn!(event = "lease-check-failed", key = job_id.key.as_str(), lockspace = %job_id.lockspace.display(), error = %crate::exit::chain_std(&e), "cannot check a lease");
+                            None
+                        }
+                        None => None,
+                    };
+                    report(LaneDone(Done::Checked { id: job_id, lost }));
+                });
+                io.submit(lane_id, job);
+                Check::Later
+            }
+        }
+    }
+
+    fn release(&mut self, id: &LeaseId, lease: PrLease) -> Result<Option<Released>, LeaseError> {
+        self.lost_files.remove(id);
         if let Some(key) = &lease.reserved {
             // A lost disk is another host's now: nothing of ours to give back there.
             self.lost.remove(key);
@@ -901,7 +961,7 @@ impl Backend for PrBackend {
         let hold = lease.reserved.as_ref().and_then(|k| self.holds.remove(k));
         match lease.file {
             FileLock::Here(f) => {
-                let released = give_back(hold, self.settings.map(|st| st.key), Some(f))?;
+                let released = give_back(id, hold, self.settings.map(|st| st.key), Some(f))?;
                 Ok(released)
             }
             FileLock::Lane(id) => {

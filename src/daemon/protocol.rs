@@ -117,6 +117,44 @@ pub struct AcquireParams {
     /// absent follows the daemon's configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr: Option<bool>,
+    /// What to do to the owner if one of its leases is lost (absent: as before, or log only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_lost: Option<OnLost>,
+}
+
+/// What the daemon does to an owner when one of its leases is lost: the lease file no
+/// longer at its path, or the disk's reservation taken by another host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnLost {
+    /// The action.
+    pub action: LostAction,
+    /// For `pause`: the libvirt URI of the hypervisor that runs the owner, a domain whose
+    /// uuid is the owner's uuid (what the libvirt plugin registers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+/// The actions of [`OnLost`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LostAction {
+    /// SIGKILL the owner process (libvirt's `poweroff`): it can write no more.
+    Kill,
+    /// Suspend the owner's domain through libvirt (`virsh suspend`); root clients only.
+    Pause,
+    /// Log only.
+    Ignore,
+}
+
+impl LostAction {
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LostAction::Kill => "kill",
+            LostAction::Pause => "pause",
+            LostAction::Ignore => "ignore",
+        }
+    }
 }
 
 /// `Acquire` reply.
@@ -690,6 +728,7 @@ mod tests {
                 owner: owner(),
                 preempt: false,
                 pr: None,
+                on_lost: None,
             }),
             Request::Acquire(AcquireParams {
                 disks: vec![DiskRequest {
@@ -699,6 +738,10 @@ mod tests {
                 owner: owner(),
                 preempt: true,
                 pr: Some(false),
+                on_lost: Some(OnLost {
+                    action: LostAction::Pause,
+                    uri: Some("qemu:///system".into()),
+                }),
             }),
             Request::Release(ReleaseParams {
                 disks: vec!["/d".into()],
@@ -729,6 +772,7 @@ mod tests {
             owner: owner(),
             preempt: false,
             pr: None,
+            on_lost: None,
         })
         .to_call();
         assert_eq!(
@@ -1011,6 +1055,7 @@ mod tests {
                 owner: owner(),
                 preempt: shared,
                 pr: None,
+                on_lost: None,
             });
             let bytes = encode(&r.to_call());
             proptest::prop_assert_eq!(Request::decode(&bytes[..bytes.len() - 1]), Ok((r, false)));
@@ -1037,6 +1082,7 @@ mod tests {
                     uuid: "4f1c5a3e-9d2b-4c7a-8e6f-0123456789ab".into(),
                     pid: 4_194_304,
                 },
+                on_lost: None,
                 preempt: true,
                 pr: Some(true),
             })

@@ -46,8 +46,8 @@ use super::access;
 use super::plan;
 use super::pr_layer::{self, LaneDone, LaneSetup, Plan, PrBackend, Reported};
 use super::protocol::{
-    self, AcquireParams, Failure, Framer, Info, LeasesReply, MAX_DISKS, MAX_MESSAGE, Rejected,
-    Request, VersionReply,
+    self, AcquireParams, Failure, Framer, Info, LeasesReply, LostAction, MAX_DISKS, MAX_MESSAGE,
+    OnLost, Rejected, Request, VersionReply,
 };
 use super::table::{
     AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, ReleaseOutcome,
@@ -128,6 +128,9 @@ enum Cmd {
     Sweep,
     /// A release that waits for lanes to drop its locks has waited [`RELEASE_WAIT`].
     ReleaseDue(u64),
+    /// Time to check that the lease files held are still at their paths (every
+    /// `lease_check_interval`).
+    CheckLeases,
 }
 
 /// The table task's answer to a request.
@@ -173,6 +176,7 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
     let (listener, _guard) = listen(socket)?;
     let (tx, rx) = mpsc::channel::<Cmd>(1024);
     let interval = settings.config.pr_check_interval;
+    let settings_lease_interval = settings.config.lease_check_interval;
     let table = tokio::spawn(table_task(settings, pr, rx, tx.clone()));
     tokio::spawn(super::idle::log_writer());
     {
@@ -185,6 +189,21 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
             loop {
                 tick.tick().await;
                 if tx.send(Cmd::Sweep).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let lease_interval = settings_lease_interval;
+    if lease_interval > 0 {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(lease_interval.into()));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if tx.send(Cmd::CheckLeases).await.is_err() {
                     return;
                 }
             }
@@ -820,6 +839,9 @@ struct Shell {
     freed: bool,
     /// Releases waiting for lanes to drop their locks.
     releasing: Vec<ReleaseWait>,
+    /// What to do to each owner (by uuid) when one of its leases is lost, as its last
+    /// acquire that said so asked; until it holds nothing.
+    on_lost: HashMap<String, OnLost>,
 }
 
 /// A release whose locks lanes are dropping: answered when they are done, or after
@@ -858,6 +880,8 @@ struct Planned {
     plans: Vec<(disklock_naming::DiskKey, Plan)>,
     /// The owner process as checked, until its watch starts.
     handle: Option<ProcHandle>,
+    /// What to do to the owner if a lease is lost.
+    on_lost: Option<OnLost>,
 }
 
 async fn table_task(
@@ -899,6 +923,7 @@ async fn table_task(
         tokens: 0,
         freed: false,
         releasing: Vec::new(),
+        on_lost: HashMap::new(),
     };
     loop {
         let cmd = tokio::select! {
@@ -933,6 +958,7 @@ async fn table_task(
             Cmd::CheckReservations => shell.check_reservations(),
             Cmd::Sweep => shell.sweep(),
             Cmd::ReleaseDue(token) => shell.release_due(token),
+            Cmd::CheckLeases => shell.check_leases(),
             Cmd::Shutdown { done } => {
                 shell.stop();
                 let _ = done.send(());
@@ -1014,6 +1040,48 @@ struct Watch {
     /// registered owner's uid is reused.
     uid: Option<u32>,
     task: tokio::task::JoinHandle<()>,
+    /// How to signal exactly this process (for `on_lost` kill).
+    killer: Killer,
+}
+
+/// A way to send a signal to one owner process and no other that later gets its pid.
+enum Killer {
+    /// A pidfd of it (a copy of the watch's).
+    Pidfd(std::os::fd::OwnedFd),
+    /// Its pid and start time, compared before the signal (kernels without pidfd).
+    Pid(u32, Option<u64>),
+    /// It is gone.
+    Gone,
+}
+
+impl Killer {
+    fn of(pid: u32, handle: &ProcHandle) -> Killer {
+        match handle {
+            ProcHandle::Pidfd(fd) => fd.try_clone().map_or(Killer::Gone, Killer::Pidfd),
+            ProcHandle::StartTime(start) => Killer::Pid(pid, *start),
+            ProcHandle::Gone => Killer::Gone,
+        }
+    }
+
+    /// SIGKILL; false when the process is gone (or another has its pid now).
+    fn kill(&self) -> bool {
+        use rustix::process::{Signal, pidfd_send_signal};
+        match self {
+            Killer::Pidfd(fd) => pidfd_send_signal(fd, Signal::KILL).is_ok(),
+            Killer::Pid(pid, start) => {
+                start.is_some()
+                    && start_time(*pid) == *start
+                    && i32::try_from(*pid).is_ok_and(|p| {
+                        nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(p),
+                            nix::sys::signal::Signal::SIGKILL,
+                        )
+                        .is_ok()
+                    })
+            }
+            Killer::Gone => false,
+        }
+    }
 }
 
 impl Shell {
@@ -1046,6 +1114,85 @@ impl Shell {
         }
         for l in m.lost {
             tracing::error!(event = "pr-lost", disk = &*bounded(&l.disk), key = %l.key.as_str(), drift = %l.why, "the disk's reservation is lost: {}", l.why.fix());
+            let why = format!("another host took the disk's reservation: {}", l.why);
+            for id in self.table.leases_with_key(&l.key) {
+                self.lease_lost(&id, &why);
+            }
+        }
+    }
+
+    /// Checks that the lease files held are still at their paths (those on lanes report
+    /// later, through [`Shell::lane_done`]).
+    fn check_leases(&mut self) {
+        for (id, why) in self.table.check_leases() {
+            self.lease_lost(&id, &why);
+        }
+    }
+
+    /// A held lease is lost: another process or host may take its disk. It stays held for
+    /// its owners (shown LOST in `status`), and each owner gets the action its acquire
+    /// asked for: kill, pause, or nothing more than this log line.
+    fn lease_lost(&mut self, id: &LeaseId, why: &str) {
+        let owners = self.table.owners_of(id);
+        tracing::error!(
+            event = "lease-lost",
+            key = id.key.as_str(),
+            lockspace = &*id.lockspace.to_string_lossy(),
+            reason = &*bounded(why),
+            owners = owners.len(),
+            "a held lease is lost: {why}"
+        );
+        for o in owners {
+            let Some(on_lost) = self.on_lost.get(&o.uuid) else {
+                continue;
+            };
+            match on_lost.action {
+                LostAction::Ignore => {}
+                LostAction::Kill => {
+                    let killed = self.watches.get(&o.uuid).is_some_and(|w| w.killer.kill());
+                    tracing::error!(
+                        event = "lost-kill",
+                        owner = o.name.as_str(),
+                        owner_uuid = o.uuid.as_str(),
+                        owner_pid = o.pid,
+                        killed,
+                        "owner {} (pid {}) {} its lease was lost",
+                        o.name,
+                        o.pid,
+                        if killed { "killed:" } else { "already gone:" }
+                    );
+                }
+                LostAction::Pause => {
+                    let uri = on_lost.uri.clone().unwrap_or_default();
+                    let (uuid, name) = (o.uuid.clone(), o.name.clone());
+                    tracing::error!(
+                        event = "lost-pause",
+                        owner = name.as_str(),
+                        owner_uuid = uuid.as_str(),
+                        uri = uri.as_str(),
+                        "suspending domain {name}: its lease was lost"
+                    );
+                    tokio::spawn(async move {
+                        let out = tokio::process::Command::new("virsh")
+                            .args(["-c", &uri, "suspend", &uuid])
+                            .stdin(std::process::Stdio::null())
+                            .output()
+                            .await;
+                        match out {
+                            Ok(o) if o.status.success() => {}
+                            Ok(o) => tracing::error!(
+                                event = "lost-pause-failed",
+                                owner_uuid = uuid.as_str(),
+                                error = &*bounded(String::from_utf8_lossy(&o.stderr).trim()),
+                                "virsh suspend failed"
+                            ),
+                            Err(e) => {
+                                tracing::error!(event = "lost-pause-failed", owner_uuid = uuid.as_str(), error = %e, "cannot run virsh")
+                            }
+                        }
+                    });
+                }
+            }
         }
     }
 
@@ -1331,9 +1478,11 @@ impl Shell {
                     owner_uid,
                     plans,
                     handle,
+                    on_lost,
                 },
             ..
         } = a;
+        let uuid = on_lost.as_ref().map(|_| owner.uuid.clone());
         if let Some(h) = handle {
             self.pending.insert(owner.uuid.clone(), h);
         }
@@ -1353,6 +1502,9 @@ impl Shell {
         self.table.backend_mut().clear_plans();
         self.table.backend_mut().discard(token);
         self.freed = true;
+        if let (Ok(_), Some(uuid), Some(o)) = (&result, uuid, on_lost) {
+            self.on_lost.insert(uuid, o);
+        }
         let bytes = match result {
             Ok(ids) => protocol::encode_ok(&LeasesReply {
                 leases: self.table.listing(Some(&ids), peer.viewer()),
@@ -1388,6 +1540,7 @@ impl Shell {
                     self.releases_done();
                 }
             }
+            Reported::Lost(id, why) => self.lease_lost(&id, &why),
             Reported::Nothing => {}
         }
     }
@@ -1445,7 +1598,11 @@ impl Shell {
             owner,
             preempt,
             pr,
+            on_lost,
         } = p;
+        if let Some(o) = &on_lost {
+            check_on_lost(o, peer)?;
+        }
         if pr == Some(true) && !self.table.backend().enabled() {
             return Err(invalid(
                 peer,
@@ -1514,6 +1671,7 @@ impl Shell {
             owner_uid,
             plans,
             handle,
+            on_lost,
         })
     }
 
@@ -1595,26 +1753,33 @@ impl Shell {
                         }
                         w.task.abort();
                     }
-                    let handle = self.pending.remove(&uuid);
+                    let handle = match self.pending.remove(&uuid) {
+                        Some(h) => h,
+                        None => match owner_process(pid) {
+                            Ok((_, h)) => h,
+                            Err(_) => ProcHandle::Gone,
+                        },
+                    };
+                    let killer = Killer::of(pid, &handle);
                     let tx = self.tx.clone();
                     let u = uuid.clone();
                     let task = tokio::spawn(async move {
-                        let handle = match handle {
-                            Some(h) => h,
-                            None => match owner_process(pid) {
-                                Ok((_, h)) => h,
-                                Err(_) => ProcHandle::Gone,
-                            },
-                        };
                         watch(pid, handle).await;
                         let _ = tx.send(Cmd::OwnerDied { uuid: u, pid }).await;
                     });
                     let uid = self.table.uid_of(&uuid);
-                    if let Some(old) = self.watches.insert(uuid, Watch { pid, uid, task }) {
+                    let w = Watch {
+                        pid,
+                        uid,
+                        task,
+                        killer,
+                    };
+                    if let Some(old) = self.watches.insert(uuid, w) {
                         old.task.abort();
                     }
                 }
                 Effect::Unwatch { uuid } => {
+                    self.on_lost.remove(&uuid);
                     if let Some(w) = self.watches.remove(&uuid) {
                         self.park(uuid, w);
                     }
@@ -1641,6 +1806,29 @@ impl Shell {
         if let Some(old) = self.idle.insert(uuid, w) {
             old.task.abort();
         }
+    }
+}
+
+/// An `on_lost` a client may ask for: `pause` (the daemon, as root, suspends a libvirt
+/// domain named by the owner's uuid) only from root, with a URI virsh takes as one.
+fn check_on_lost(o: &OnLost, peer: Peer) -> Result<(), Failure> {
+    match (o.action, &o.uri) {
+        (LostAction::Pause, _) if peer.uid != 0 => Err(invalid(
+            peer,
+            "on_lost",
+            "pause (a libvirt domain suspended by the daemon) is for root clients",
+        )),
+        (LostAction::Pause, None) => Err(invalid(peer, "on_lost", "pause needs a libvirt uri")),
+        (_, Some(uri))
+            if uri.is_empty()
+                || uri.len() > 1024
+                || uri.starts_with('-')
+                || !uri.contains(':')
+                || uri.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            Err(invalid(peer, "on_lost", "uri must be a libvirt URI"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -1968,6 +2156,34 @@ mod tests {
         assert_eq!(start_time(me), Some(t));
         // pid_max is at most 2^22.
         assert_eq!(start_time(u32::MAX - 1), None);
+    }
+
+    /// `pause` makes the daemon, as root, suspend a libvirt domain named by a uuid the
+    /// client chose: only root may ask for it. Kill and ignore concern the client's own
+    /// process. A URI must be one virsh reads as one argument.
+    #[test]
+    fn on_lost_pause_is_for_root_only() {
+        let peer = |uid| Peer {
+            uid,
+            gid: uid,
+            pid: None,
+        };
+        let on = |action, uri: Option<&str>| OnLost {
+            action,
+            uri: uri.map(str::to_owned),
+        };
+        let sys = Some("qemu:///system");
+        assert!(check_on_lost(&on(LostAction::Pause, sys), peer(0)).is_ok());
+        assert!(check_on_lost(&on(LostAction::Pause, sys), peer(1000)).is_err());
+        assert!(check_on_lost(&on(LostAction::Pause, None), peer(0)).is_err());
+        assert!(check_on_lost(&on(LostAction::Kill, None), peer(1000)).is_ok());
+        assert!(check_on_lost(&on(LostAction::Ignore, None), peer(1000)).is_ok());
+        for bad in ["", "-c", "qemu:///system x", "no-scheme", "a:\nb"] {
+            assert!(
+                check_on_lost(&on(LostAction::Pause, Some(bad)), peer(0)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -58,12 +58,28 @@ pub trait Backend {
     /// Gives a lease back (the lock is gone afterwards even on error). `Ok(None)`: handed on
     /// to be given back a moment later, off this thread (a lane of the daemon), which
     /// reports how it went.
-    fn release(&mut self, lease: Self::Lease) -> Result<Option<Released>, LeaseError>;
-    /// Why a held lease's disk was lost at the storage (another host took its reservation),
-    /// for `status`.
-    fn lost(&self, _lease: &Self::Lease) -> Option<&str> {
+    fn release(&mut self, id: &LeaseId, lease: Self::Lease)
+    -> Result<Option<Released>, LeaseError>;
+    /// Why a held lease was lost (its lease file is no longer at its path, or another host
+    /// took the disk's reservation), for `status`.
+    fn lost(&self, _id: &LeaseId, _lease: &Self::Lease) -> Option<&str> {
         None
     }
+    /// Checks that a held lease is still held: its file still at its path ([`Check`]).
+    fn check(&mut self, _id: &LeaseId, _lease: &Self::Lease) -> Check {
+        Check::Held
+    }
+}
+
+/// What [`Backend::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Still held (or already known lost).
+    Held,
+    /// Lost, and why.
+    Lost(String),
+    /// Checked elsewhere (a lane), which reports later.
+    Later,
 }
 
 /// Lease files in lockspace directories ([`lockspace`]).
@@ -96,7 +112,11 @@ impl Backend for FileBackend {
     ) -> Result<(), LeaseError> {
         lease.write_pending(holder)
     }
-    fn release(&mut self, lease: lockspace::Lease) -> Result<Option<Released>, LeaseError> {
+    fn release(
+        &mut self,
+        _id: &LeaseId,
+        lease: lockspace::Lease,
+    ) -> Result<Option<Released>, LeaseError> {
         // A removed file's fd closes once the daemon is idle.
         lease.release_with(super::idle::close).map(Some)
     }
@@ -422,7 +442,7 @@ impl<'a, B: Backend> Listing<'a, B> {
         let t = self.table;
         let mut seq = s.serialize_seq(None)?;
         for (id, e) in leases {
-            let lost = t.backend.lost(&e.lease);
+            let lost = t.backend.lost(id, &e.lease);
             let all = e.owners.as_slice();
             match self.viewer {
                 None => seq.serialize_element(&ViewRef::new(&t.identity, id, e, lost, all, 0))?,
@@ -705,7 +725,7 @@ impl<B: Backend> Table<B> {
             owners: e.owners.values().cloned().collect(),
             since: e.since,
             holder: self.entry_holder(e),
-            lost: self.backend.lost(&e.lease).map(str::to_owned),
+            lost: self.backend.lost(id, &e.lease).map(str::to_owned),
             hidden_owners: 0,
         }
     }
@@ -1128,7 +1148,7 @@ impl<B: Backend> Table<B> {
             self.name_removed(&e.disk);
             Some(
                 self.backend
-                    .release(e.lease)
+                    .release(&key, e.lease)
                     .map_err(|err| crate::exit::chain_std(&err)),
             )
         } else {
@@ -1263,6 +1283,35 @@ impl<B: Backend> Table<B> {
     /// The owner process `uuid` died: release its leases now.
     pub fn owner_died(&mut self, uuid: &str) {
         self.release_owner(uuid, Cause::OwnerDied);
+    }
+
+    /// Checks every held lease with the backend ([`Backend::check`]); returns those found
+    /// lost now (others may be reported later by the backend's own means).
+    pub fn check_leases(&mut self) -> Vec<(Arc<LeaseId>, String)> {
+        let mut lost = Vec::new();
+        for (id, e) in &self.leases {
+            if let Check::Lost(why) = self.backend.check(id, &e.lease) {
+                lost.push((id.clone(), why));
+            }
+        }
+        lost
+    }
+
+    /// The owners of a held lease.
+    pub fn owners_of(&self, id: &LeaseId) -> Vec<Arc<Owner>> {
+        self.leases
+            .get(id)
+            .map(|e| e.owners.as_slice().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The held leases whose key is `key` (one per lockspace that has it).
+    pub fn leases_with_key(&self, key: &DiskKey) -> Vec<Arc<LeaseId>> {
+        self.leases
+            .keys()
+            .filter(|id| id.key == *key)
+            .cloned()
+            .collect()
     }
 
     /// The leases held: for a process that hands them on across `execve` (`disklock run`
@@ -1409,7 +1458,11 @@ mod tests {
             self.settled.push(lease.0.clone());
             Ok(())
         }
-        fn release(&mut self, lease: FakeLease) -> Result<Option<Released>, LeaseError> {
+        fn release(
+            &mut self,
+            _id: &LeaseId,
+            lease: FakeLease,
+        ) -> Result<Option<Released>, LeaseError> {
             assert!(
                 self.ours.remove(&lease.0).is_some(),
                 "release of a lease not held"

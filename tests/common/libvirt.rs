@@ -105,7 +105,7 @@ impl Site {
         std::fs::write(
             &conf,
             format!(
-                "file_lockspace_dir = \"{}\"\nlvm_lockspace_dir = \"{0}/lvm\"\nscsi_lockspace_dir = \"{0}/scsi\"\nlockd_conf = \"\"\n",
+                "file_lockspace_dir = \"{}\"\nlvm_lockspace_dir = \"{0}/lvm\"\nscsi_lockspace_dir = \"{0}/scsi\"\nlockd_conf = \"\"\nlease_check_interval = 1\n",
                 lockspace.display()
             ),
         )
@@ -332,6 +332,15 @@ pub fn domain_xml(
     emulator: Option<&Path>,
 ) -> String {
     domain_xml_disks(name, uuid, &[disk], flags, emulator)
+}
+
+/// `xml` (from [`domain_xml`]) with `<on_lockfailure>action</on_lockfailure>`.
+pub fn with_lockfailure(xml: &str, action: &str) -> String {
+    xml.replacen(
+        "<devices>",
+        &format!("<on_lockfailure>{action}</on_lockfailure><devices>"),
+        1,
+    )
 }
 
 /// [`domain_xml`] with several virtio disks (at most 26: vda to vdz).
