@@ -29,6 +29,7 @@ pub fn acquire(s: &Settings, args: &AcquireArgs) -> anyhow::Result<Code> {
             Ok(DiskRequest {
                 path: disk_arg(s, d)?,
                 mode,
+                lease: false,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

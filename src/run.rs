@@ -97,6 +97,7 @@ fn through_daemon(
             Ok(DiskRequest {
                 path: disk_arg(s, d)?,
                 mode: *mode,
+                lease: false,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

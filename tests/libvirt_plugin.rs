@@ -252,6 +252,52 @@ fn root_libvirt_plugin_on_lockfailure() {
     });
 }
 
+/// `<lease>` elements: the lease file `<path>/<lockspace>/<key>` is taken for the domain,
+/// and another host's domain naming the same lease is refused, whatever its disks.
+#[test]
+fn root_libvirt_plugin_lease_elements() {
+    let site = Site::new();
+    let (disk0, disk1) = (site.disk("disk0.img", 16), site.disk("disk1.img", 16));
+    let leases = site.dir.join("leases");
+    let lease = |xml: String| {
+        xml.replacen(
+            "<devices>",
+            &format!(
+                "<devices><lease><lockspace>space</lockspace><key>vm-key</key>\
+                 <target path='{}'/></lease>",
+                leases.display()
+            ),
+            1,
+        )
+    };
+    let a = Host::start(&site, "dl-host-a", "");
+    let b = Host::start(&site, "dl-host-b", "");
+    a.define(&lease(domain_xml("leased-a", UUID_A, &disk0, "", None)));
+    b.define(&lease(domain_xml(
+        "leased-b",
+        UUID_B,
+        &disk1,
+        "",
+        Some(&site.nolock_qemu),
+    )));
+    a.virsh_ok(&["start", "leased-a"]);
+    let file = leases.join("space/vm-key");
+    assert_eq!(
+        a.held(),
+        [disk0.as_str(), file.to_str().unwrap()],
+        "the disk and the lease file"
+    );
+    let t = b.virsh_err(&["start", "leased-b"]);
+    assert!(t.contains("resource busy") && t.contains("leased-a"), "{t}");
+    assert!(b.held().is_empty());
+    a.virsh_ok(&["destroy", "leased-a"]);
+    wait_until("destroy frees both", Duration::from_secs(1), || {
+        a.held().is_empty()
+    });
+    b.virsh_ok(&["start", "leased-b"]);
+    b.virsh_ok(&["destroy", "leased-b"]);
+}
+
 #[test]
 fn root_libvirt_plugin_bad_config() {
     let site = Site::new();

@@ -167,16 +167,11 @@ pub enum Resource {
         /// `readonly_disk_leases` decides whether it gets a shared lease or none).
         mode: DiskMode,
     },
-    /// A `<lease>` element.
+    /// A `<lease>` element: the lease file `<path>/<lockspace>/<key>`, taken exclusively,
+    /// as lockd takes it (offset 0, a lockspace given; checked when it is added).
     Lease {
-        /// `<key>`.
-        key: String,
-        /// `<lockspace>`, if given.
-        lockspace: Option<String>,
-        /// `<target path=…>`.
-        path: String,
-        /// `<target offset=…>`.
-        offset: u64,
+        /// The lease file.
+        file: String,
     },
 }
 
@@ -300,13 +295,20 @@ impl Domain {
                         PluginError::BadCall("a lease offset of another type".into())
                     })?,
                 };
-                self.resources.push(Resource::Lease {
+                let invalid = |why: &str| PluginError::LeaseInvalid {
                     key: name.to_owned(),
-                    lockspace: find("lockspace")
-                        .and_then(ParamValue::as_str)
-                        .map(str::to_owned),
-                    path: path.to_owned(),
-                    offset,
+                    why: why.to_owned(),
+                };
+                if offset != 0 {
+                    return Err(invalid(
+                        "the offset must be 0: the lease is the whole file, as with lockd",
+                    ));
+                }
+                let lockspace = find("lockspace")
+                    .and_then(ParamValue::as_str)
+                    .ok_or_else(|| invalid("a <lockspace> is needed, as with lockd"))?;
+                self.resources.push(Resource::Lease {
+                    file: format!("{}/{lockspace}/{name}", path.trim_end_matches('/')),
                 });
             }
             t => return Err(PluginError::BadCall(format!("unknown resource type {t}"))),
@@ -325,16 +327,6 @@ impl Domain {
             flags,
             ACQUIRE_REGISTER_ONLY | ACQUIRE_RESTRICT,
         )?;
-        if let Some(Resource::Lease { key, lockspace, .. }) = self
-            .resources
-            .iter()
-            .find(|r| matches!(r, Resource::Lease { .. }))
-        {
-            return Err(PluginError::LeaseUnsupported {
-                key: key.clone(),
-                lockspace: lockspace.clone(),
-            });
-        }
         if self.unleased_rw_disk && config.require_lease_for_disks {
             return Err(PluginError::LeaseRequired);
         }
@@ -342,13 +334,18 @@ impl Domain {
             return Ok(AcquirePlan::Register);
         }
         let mut disks: Vec<DiskRequest> = Vec::new();
-        for (path, mode) in self.disks() {
+        for r in &self.resources {
+            let (path, mode, lease) = match r {
+                Resource::Disk { path, mode } => (path, *mode, false),
+                Resource::Lease { file } => (file, DiskMode::Exclusive, true),
+            };
             // One disk named twice in one mode is one request (the daemon counts a
             // request's disks once); the holds count each naming.
-            if !disks.iter().any(|d| d.path == path && d.mode == mode) {
+            if !disks.iter().any(|d| d.path == *path && d.mode == mode) {
                 disks.push(DiskRequest {
-                    path: path.to_owned(),
+                    path: path.clone(),
                     mode,
+                    lease,
                 });
             }
         }
@@ -362,9 +359,9 @@ impl Domain {
 
     /// The disks added, each as often as it was added.
     pub fn disks(&self) -> impl Iterator<Item = (&str, DiskMode)> + Clone {
-        self.resources.iter().filter_map(|r| match r {
-            Resource::Disk { path, mode } => Some((path.as_str(), *mode)),
-            Resource::Lease { .. } => None,
+        self.resources.iter().map(|r| match r {
+            Resource::Disk { path, mode } => (path.as_str(), *mode),
+            Resource::Lease { file } => (file.as_str(), DiskMode::Exclusive),
         })
     }
 }
@@ -517,40 +514,58 @@ mod tests {
     }
 
     #[test]
-    fn leases_are_recorded_and_refused_clearly() {
+    fn leases_name_their_file_as_lockd_does() {
         let c = PluginConfig::default();
-        let mut d = domain(&c, &[]);
-        let p = vec![
-            Param {
-                key: "path".into(),
-                value: ParamValue::Str(Some("/var/lib/libvirt/sanlock/l".into())),
-            },
-            Param {
-                key: "offset".into(),
-                value: ParamValue::ULong(1 << 20),
-            },
-            Param {
-                key: "lockspace".into(),
-                value: ParamValue::Str(Some("space".into())),
-            },
-        ];
-        d.add_resource(RESOURCE_TYPE_LEASE, "key1", &p, 0, &c)
-            .unwrap();
+        let mut d = domain(&c, &[("/disk", 0)]);
+        let param = |k: &str, v: ParamValue| Param {
+            key: k.into(),
+            value: v,
+        };
+        let path = param(
+            "path",
+            ParamValue::Str(Some("/var/lib/libvirt/leases/".into())),
+        );
+        let space = param("lockspace", ParamValue::Str(Some("space".into())));
+        let zero = param("offset", ParamValue::ULong(0));
+        d.add_resource(
+            RESOURCE_TYPE_LEASE,
+            "key1",
+            &[path.clone(), zero, space.clone()],
+            0,
+            &c,
+        )
+        .unwrap();
         assert_eq!(
-            d.resources[0],
-            Resource::Lease {
-                key: "key1".into(),
-                lockspace: Some("space".into()),
-                path: "/var/lib/libvirt/sanlock/l".into(),
-                offset: 1 << 20
-            }
+            d.acquire_plan(0, &c).unwrap(),
+            AcquirePlan::Disks(vec![
+                DiskRequest {
+                    path: "/disk".into(),
+                    mode: DiskMode::Exclusive,
+                    lease: false,
+                },
+                DiskRequest {
+                    path: "/var/lib/libvirt/leases/space/key1".into(),
+                    mode: DiskMode::Exclusive,
+                    lease: true,
+                },
+            ])
         );
-        let e = d.acquire_plan(0, &c).unwrap_err();
-        assert!(e.to_string().contains("key \"key1\""), "{e}");
-        assert!(
-            d.add_resource(RESOURCE_TYPE_LEASE, "k", &p[1..], 0, &c)
-                .is_err()
-        );
+        // As lockd: an offset other than 0, or no lockspace, is refused.
+        let far = param("offset", ParamValue::ULong(1 << 20));
+        let e = d
+            .add_resource(
+                RESOURCE_TYPE_LEASE,
+                "k2",
+                &[path.clone(), far, space],
+                0,
+                &c,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("offset must be 0"), "{e}");
+        let e = d
+            .add_resource(RESOURCE_TYPE_LEASE, "k3", &[path], 0, &c)
+            .unwrap_err();
+        assert!(e.to_string().contains("<lockspace>"), "{e}");
     }
 
     #[test]

@@ -47,15 +47,14 @@ pub enum PluginError {
     /// resource type, a missing parameter).
     #[error("disklock: {0}")]
     BadCall(String),
-    /// A `<lease>` element: the daemon has no named leases yet.
-    #[error(
-        "disklock: <lease> elements are not supported yet (key {key:?}, lockspace {lockspace:?}); use disk leases (auto_disk_leases = 1)"
-    )]
-    LeaseUnsupported {
+    /// A `<lease>` element disklock cannot take (as lockd: a lockspace is needed and the
+    /// offset must be 0, the lease being the whole file `<path>/<lockspace>/<key>`).
+    #[error("disklock: <lease> with key {key:?}: {why}")]
+    LeaseInvalid {
         /// The lease's key.
         key: String,
-        /// Its lockspace, if any.
-        lockspace: Option<String>,
+        /// Why.
+        why: String,
     },
     /// `require_lease_for_disks` without a lease for a read-write exclusive disk.
     #[error(
@@ -79,7 +78,7 @@ impl PluginError {
             }
             PluginError::Refused(_) | PluginError::Daemon(_) => ErrorCode::OperationFailed,
             PluginError::Config(_)
-            | PluginError::LeaseUnsupported { .. }
+            | PluginError::LeaseInvalid { .. }
             | PluginError::LeaseRequired
             | PluginError::VersionUnsupported { .. } => ErrorCode::ConfigUnsupported,
             PluginError::BadCall(_) => ErrorCode::InvalidArg,

@@ -100,6 +100,11 @@ pub struct DiskRequest {
     pub path: String,
     /// How to hold it.
     pub mode: DiskMode,
+    /// `path` is not a disk but a lease file named directly (`<dir>/<key>`, as libvirt's
+    /// `<lease>` elements name one): it is taken as it is, without resolving a disk. Root
+    /// clients only, as it names any directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease: bool,
 }
 
 /// `Acquire` parameters.
@@ -724,6 +729,7 @@ mod tests {
                 disks: vec![DiskRequest {
                     path: "/d".into(),
                     mode: DiskMode::Readonly,
+                    lease: false,
                 }],
                 owner: owner(),
                 preempt: false,
@@ -734,6 +740,7 @@ mod tests {
                 disks: vec![DiskRequest {
                     path: "/d".into(),
                     mode: DiskMode::Exclusive,
+                    lease: false,
                 }],
                 owner: owner(),
                 preempt: true,
@@ -768,6 +775,7 @@ mod tests {
             disks: vec![DiskRequest {
                 path: "/d".into(),
                 mode: DiskMode::Shared,
+                lease: false,
             }],
             owner: owner(),
             preempt: false,
@@ -1051,6 +1059,7 @@ mod tests {
                 disks: vec![DiskRequest {
                     path,
                     mode: if shared { DiskMode::Shared } else { DiskMode::Exclusive },
+                    lease: shared,
                 }],
                 owner: owner(),
                 preempt: shared,
@@ -1074,6 +1083,7 @@ mod tests {
                     DiskRequest {
                         path: path.into(),
                         mode: DiskMode::Exclusive,
+                        lease: false,
                     };
                     n
                 ],

@@ -46,8 +46,8 @@ use super::access;
 use super::plan;
 use super::pr_layer::{self, LaneDone, LaneSetup, Plan, PrBackend, Reported};
 use super::protocol::{
-    self, AcquireParams, Failure, Framer, Info, LeasesReply, LostAction, MAX_DISKS, MAX_MESSAGE,
-    OnLost, Rejected, Request, VersionReply,
+    self, AcquireParams, DiskMode, Failure, Framer, Info, LeasesReply, LostAction, MAX_DISKS,
+    MAX_MESSAGE, OnLost, Rejected, Request, VersionReply,
 };
 use super::table::{
     AcquireRequest, Effect, Event, Identity, LeaseId, OwnerSelector, Refusal, ReleaseOutcome,
@@ -1643,6 +1643,11 @@ impl Shell {
         // A client that is not root names only disks it could open itself.
         let creds = (peer.uid != 0).then(|| access::Creds::of_peer(peer.uid, peer.gid, peer.pid));
         for d in &disks {
+            if d.lease {
+                let t = named_lease(&d.path, d.mode, peer)?;
+                targets.push(t);
+                continue;
+            }
             let Some(mode) = plan::lease_mode(d.mode, self.settings.config.readonly_disk_leases)
             else {
                 skipped.push(d.path.clone());
@@ -1830,6 +1835,51 @@ fn check_on_lost(o: &OnLost, peer: Peer) -> Result<(), Failure> {
         }
         _ => Ok(()),
     }
+}
+
+/// The target of a lease file named directly (`DiskRequest::lease`: libvirt's `<lease>`),
+/// for root clients only: an absolute, plain path `<dir>/<key>` whose last component is a
+/// valid key. A read-only one is shared.
+fn named_lease(path: &str, mode: DiskMode, peer: Peer) -> Result<Target, Failure> {
+    if peer.uid != 0 {
+        return Err(invalid(
+            peer,
+            "disks",
+            "a lease file named directly is for root clients",
+        ));
+    }
+    let p = Path::new(path);
+    // `/` then names without `.`, `..` or empty ones (Path::components would hide `.`).
+    let plain = path
+        .strip_prefix('/')
+        .is_some_and(|rest| rest.split('/').all(|c| !matches!(c, "" | "." | "..")));
+    let (Some(dir), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
+        return Err(invalid(
+            peer,
+            "disks",
+            "a lease file needs a directory and a name",
+        ));
+    };
+    let key = disklock_naming::DiskKey::new(name)
+        .ok()
+        .filter(|_| plain && dir != Path::new("/"))
+        .ok_or_else(|| {
+            invalid(
+                peer,
+                "disks",
+                &format!("{path:?} is not an absolute, plain path to a lease file"),
+            )
+        })?;
+    Ok(Target {
+        disk: path.to_owned(),
+        key,
+        source: "lease-file",
+        lockspace: dir.to_path_buf(),
+        mode: match mode {
+            DiskMode::Exclusive => Mode::Exclusive,
+            DiskMode::Shared | DiskMode::Readonly => Mode::Shared,
+        },
+    })
 }
 
 /// The lease a target names.
@@ -2184,6 +2234,44 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// A lease file named directly: root only, an absolute plain path whose name is a key.
+    #[test]
+    fn named_leases() {
+        let root = Peer {
+            uid: 0,
+            gid: 0,
+            pid: None,
+        };
+        let t = named_lease("/var/lib/leases/space/key1", DiskMode::Exclusive, root).unwrap();
+        assert_eq!(t.lockspace, Path::new("/var/lib/leases/space"));
+        assert_eq!(t.key.as_str(), "key1");
+        assert_eq!(t.mode, Mode::Exclusive);
+        assert_eq!(
+            named_lease("/l/k", DiskMode::Readonly, root).unwrap().mode,
+            Mode::Shared
+        );
+        for bad in [
+            "relative/k",
+            "/l/../k",
+            "/l/./k",
+            "/l/k/",
+            "/k",
+            "/l/with space",
+            "",
+        ] {
+            assert!(
+                named_lease(bad, DiskMode::Exclusive, root).is_err(),
+                "{bad:?}"
+            );
+        }
+        let user = Peer {
+            uid: 1000,
+            gid: 1000,
+            pid: None,
+        };
+        assert!(named_lease("/l/k", DiskMode::Exclusive, user).is_err());
     }
 
     #[test]
