@@ -1315,15 +1315,15 @@ impl Lease {
     /// process or host can then take the disk while we hold a lock on a file nobody opens).
     /// `None` while it is still the one at its path. An error says the check itself failed.
     pub fn lost_why(&self) -> Result<Option<&'static str>, LeaseError> {
-        match self.space.current() {
-            Ok(true) => {}
-            Ok(false) => return Ok(Some("its lockspace directory was removed or replaced")),
-            Err(LeaseError::DirSymlink { .. }) => {
-                return Ok(Some(
-                    "its lockspace directory was replaced by a symbolic link",
-                ));
+        // Only a definite answer counts as lost (an owner may be killed for it): the path
+        // leads to another inode, or to none. Any other error is a failed check.
+        match nix::sys::stat::lstat(&self.space.dir) {
+            Ok(st) if (st.st_dev, st.st_ino) == self.space.id => {}
+            Ok(_) => return Ok(Some("its lockspace directory was replaced")),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => {
+                return Ok(Some("its lockspace directory was removed"));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(errno_err("stat", &self.space.dir, e)),
         }
         let name = Path::new(self.path.file_name().unwrap_or_default());
         match self.space.stat(name) {
@@ -1693,6 +1693,40 @@ mod tests {
         let lease = held(dir.path(), "k2", Mode::Exclusive, &h);
         std::fs::remove_file(dir.path().join("k2")).unwrap();
         assert_eq!(lease.release().unwrap(), Released::Kept);
+    }
+
+    #[test]
+    fn a_lease_knows_when_it_is_lost() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("ls");
+        let h = holder(std::process::id(), Mode::Exclusive);
+        let removed = held(&dir, "k1", Mode::Exclusive, &h);
+        let replaced = held(&dir, "k2", Mode::Exclusive, &h);
+        let kept = held(&dir, "k3", Mode::Exclusive, &h);
+        assert_eq!(kept.lost_why().unwrap(), None);
+        std::fs::remove_file(dir.join("k1")).unwrap();
+        std::fs::remove_file(dir.join("k2")).unwrap();
+        std::fs::write(dir.join("k2"), b"").unwrap();
+        assert_eq!(
+            removed.lost_why().unwrap(),
+            Some("the lease file was removed")
+        );
+        assert_eq!(
+            replaced.lost_why().unwrap(),
+            Some("another file took the lease file's name")
+        );
+        assert_eq!(kept.lost_why().unwrap(), None);
+        // The whole lockspace moved away: everyone else now meets in another directory.
+        std::fs::rename(&dir, top.path().join("moved")).unwrap();
+        assert_eq!(
+            kept.lost_why().unwrap(),
+            Some("its lockspace directory was removed")
+        );
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(
+            kept.lost_why().unwrap(),
+            Some("its lockspace directory was replaced")
+        );
     }
 
     #[test]
