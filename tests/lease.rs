@@ -1345,11 +1345,11 @@ fn a_lost_lease_kills_the_owner_that_asked_for_it() {
         lost["lost"].as_str().unwrap().contains("another file"),
         "{lost}"
     );
-    let log = std::fs::read_to_string(env.path("a.sock.log")).unwrap();
-    assert!(
-        log.contains("lease-lost") && log.contains("lost-kill"),
-        "{log}"
-    );
+    // Log lines are written in batches, a moment after their events.
+    wait_until("the loss and the kill are logged", || {
+        let log = std::fs::read_to_string(env.path("a.sock.log")).unwrap();
+        log.contains("lease-lost") && log.contains("lost-kill")
+    });
     kept.kill9();
     // The killed owner's lease went with it.
     wait_until("every lease is released", || {

@@ -241,11 +241,11 @@ fn root_libvirt_plugin_on_lockfailure() {
     );
     a.virsh_ok(&["resume", "pause-me"]);
     assert_eq!(a.held(), [disk1.as_str()]);
-    let log = std::fs::read_to_string(a.state.join("daemon.log")).unwrap();
-    assert!(
-        log.contains("lease-lost") && log.contains("lost-kill") && log.contains("lost-pause"),
-        "{log}"
-    );
+    // Log lines are written in batches, a moment after their events.
+    wait_until("the losses are logged", Duration::from_secs(5), || {
+        let log = std::fs::read_to_string(a.state.join("daemon.log")).unwrap();
+        log.contains("lease-lost") && log.contains("lost-kill") && log.contains("lost-pause")
+    });
     a.virsh_ok(&["destroy", "pause-me"]);
     wait_until("destroy frees the lease", Duration::from_secs(1), || {
         a.held().is_empty()
