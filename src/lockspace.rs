@@ -1325,13 +1325,26 @@ impl Lease {
             }
             Err(e) => return Err(errno_err("stat", &self.space.dir, e)),
         }
-        let name = Path::new(self.path.file_name().unwrap_or_default());
-        match self.space.stat(name) {
-            Ok(Some(st)) if st.st_dev == self.dev && st.st_ino == self.ino => Ok(None),
-            Ok(Some(_)) => Ok(Some("another file took the lease file's name")),
-            Ok(None) => Ok(Some("the lease file was removed")),
+        Ok(match self.at_its_name()? {
+            Some(true) => None,
+            Some(false) => Some("another file took the lease file's name"),
+            None => Some("the lease file was removed"),
+        })
+    }
+
+    /// What is at the lease file's name in its lockspace: the very inode we locked
+    /// (`Some(true)`: same device and inode; one we hold open is never reused), another file
+    /// (`Some(false)`), or nothing (`None`).
+    fn at_its_name(&self) -> Result<Option<bool>, LeaseError> {
+        match self.space.stat(self.name()) {
+            Ok(st) => Ok(st.map(|st| st.st_dev == self.dev && st.st_ino == self.ino)),
             Err(e) => Err(errno_err("stat", &self.path, e)),
         }
+    }
+
+    /// The lease file's name in its lockspace.
+    fn name(&self) -> &Path {
+        Path::new(self.path.file_name().unwrap_or_default())
     }
 
     /// Removes the lease file if it is still the one at its path; we hold the lock on it, so
@@ -1346,15 +1359,12 @@ impl Lease {
     /// admits no writer but its owner (or, with the sticky bit, no renaming of another
     /// user's files): see ARCHITECTURE.md, invariant 10.
     fn unlink_if_ours(&self) -> Result<Released, LeaseError> {
-        let name = Path::new(self.path.file_name().unwrap_or_default());
-        match self.space.stat(name) {
-            Ok(Some(st)) if st.st_dev == self.dev && st.st_ino == self.ino => {}
-            Ok(_) => return Ok(Released::Kept),
-            Err(e) => return Err(errno_err("stat", &self.path, e)),
+        if self.at_its_name()? != Some(true) {
+            return Ok(Released::Kept);
         }
         match nix::unistd::unlinkat(
             &self.space.fd,
-            name,
+            self.name(),
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         ) {
             Ok(()) => Ok(Released::Unlinked),

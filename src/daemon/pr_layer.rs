@@ -266,15 +266,6 @@ impl PrBackend {
                 }))
     }
 
-    /// Whether the lease `id` has been taken (or refused) on a lane for the acquire `token`,
-    /// or is being.
-    pub fn is_prepared(&self, id: &LeaseId, token: u64) -> bool {
-        self.lanes
-            .as_ref()
-            .and_then(|io| io.prepared.get(id))
-            .is_some_and(|p| p.token == token)
-    }
-
     /// Has a lane take the lease `id` for the acquire `token`, with `holder` as its record
     /// and, with a reservation plan, the disk's reservation. The outcome comes back through
     /// [`lane_done`](Self::lane_done).
@@ -811,18 +802,18 @@ impl PrBackend {
             }));
         }
         Some(result.map(|a| match a {
-            Acquired::Held(hold) => {
-                let reserved = hold.map(|h| {
-                    self.holds.insert(key.clone(), h);
-                    key.clone()
-                });
-                Acquired::Held(PrLease {
-                    file: FileLock::Lane(id),
-                    reserved,
-                })
-            }
+            Acquired::Held(hold) => Acquired::Held(self.held(key, FileLock::Lane(id), hold)),
             Acquired::Busy(b) => Acquired::Busy(b),
         }))
+    }
+
+    /// A lease just taken: its file lock, and its reservation kept with the holds.
+    fn held(&mut self, key: &DiskKey, file: FileLock, hold: Option<Hold>) -> PrLease {
+        let reserved = hold.map(|h| {
+            self.holds.insert(key.clone(), h);
+            key.clone()
+        });
+        PrLease { file, reserved }
     }
 
     /// Queues a holder record write on the lane that holds the lease.
@@ -872,14 +863,7 @@ impl Backend for PrBackend {
         let taken = take(&self.resolver, &id, mode, holder, pr)?;
         Ok(match taken {
             Acquired::Held((file, hold)) => {
-                let reserved = hold.map(|h| {
-                    self.holds.insert(key.clone(), h);
-                    key.clone()
-                });
-                Acquired::Held(PrLease {
-                    file: FileLock::Here(file),
-                    reserved,
-                })
+                Acquired::Held(self.held(key, FileLock::Here(file), hold))
             }
             Acquired::Busy(b) => Acquired::Busy(b),
         })

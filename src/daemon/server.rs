@@ -175,52 +175,21 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
     let pr = plan::pr_settings(&settings, false)?;
     let (listener, _guard) = listen(socket)?;
     let (tx, rx) = mpsc::channel::<Cmd>(1024);
-    let interval = settings.config.pr_check_interval;
-    let settings_lease_interval = settings.config.lease_check_interval;
+    let pr_interval = settings.config.pr_check_interval;
+    let lease_interval = settings.config.lease_check_interval;
     let table = tokio::spawn(table_task(settings, pr, rx, tx.clone()));
     tokio::spawn(super::idle::log_writer());
-    {
-        // Acquires that wait for a lane are looked at once a second: one whose caller hung
-        // up is given up, so that its connection closes.
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if tx.send(Cmd::Sweep).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    let lease_interval = settings_lease_interval;
+    // Acquires that wait for a lane are looked at once a second: one whose caller hung up
+    // is given up, so that its connection closes.
+    every(SWEEP, &tx, || Cmd::Sweep);
     if lease_interval > 0 {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(lease_interval.into()));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if tx.send(Cmd::CheckLeases).await.is_err() {
-                    return;
-                }
-            }
+        every(Duration::from_secs(lease_interval.into()), &tx, || {
+            Cmd::CheckLeases
         });
     }
-    if pr.is_some() && interval > 0 {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(interval.into()));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if tx.send(Cmd::CheckReservations).await.is_err() {
-                    return;
-                }
-            }
+    if pr.is_some() && pr_interval > 0 {
+        every(Duration::from_secs(pr_interval.into()), &tx, || {
+            Cmd::CheckReservations
         });
     }
     tracing::info!(
@@ -305,6 +274,22 @@ async fn serve(settings: Settings, socket: &Path) -> anyhow::Result<Code> {
         anyhow::bail!("the lease table task panicked");
     }
     Ok(Code::Ok)
+}
+
+/// Sends the table task `cmd()` every `period`, the first one period from now, until the
+/// table task is gone. A late tick is not made up for.
+fn every(period: Duration, tx: &mpsc::Sender<Cmd>, cmd: fn() -> Cmd) {
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if tx.send(cmd()).await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Tells systemd how the daemon is doing (`Type=notify`): one datagram to `$NOTIFY_SOCKET`
@@ -1422,11 +1407,10 @@ impl Shell {
         }
         let backend = self.table.backend();
         let claimed = backend.claims() > 0
-            && a.plan.targets.iter().any(|t| {
-                backend
-                    .claimed_by(&lease_id(t))
-                    .is_some_and(|c| c != a.token)
-            });
+            && a.plan
+                .targets
+                .iter()
+                .any(|t| backend.claimed_by(&t.id()).is_some_and(|c| c != a.token));
         if claimed {
             tracing::info!(
                 event = "acquire-waits",
@@ -1444,8 +1428,8 @@ impl Shell {
             if !backend.needs_lane(&t.lockspace, &t.key) || self.table.holds(&t.lockspace, &t.key) {
                 continue;
             }
-            let id = lease_id(t);
-            if backend.is_prepared(&id, a.token) {
+            let id = t.id();
+            if backend.claimed_by(&id) == Some(a.token) {
                 continue;
             }
             let holder = self.table.record_for(t, &a.plan.owner, a.now);
@@ -1880,14 +1864,6 @@ fn named_lease(path: &str, mode: DiskMode, peer: Peer) -> Result<Target, Failure
             DiskMode::Shared | DiskMode::Readonly => Mode::Shared,
         },
     })
-}
-
-/// The lease a target names.
-fn lease_id(t: &Target) -> LeaseId {
-    LeaseId {
-        lockspace: Arc::from(t.lockspace.as_path()),
-        key: t.key.clone(),
-    }
 }
 
 fn check_owner(o: &Owner) -> Result<(), Failure> {

@@ -138,8 +138,8 @@ pub struct Target {
 }
 
 impl Target {
-    /// Its lease, for messages (the table interns lockspaces for what it keeps).
-    fn id(&self) -> LeaseId {
+    /// Its lease (the table interns lockspaces for what it keeps; this is a copy).
+    pub fn id(&self) -> LeaseId {
         LeaseId {
             lockspace: Arc::from(self.lockspace.as_path()),
             key: self.key.clone(),
